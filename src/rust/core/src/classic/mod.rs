@@ -1,0 +1,1 @@
+//! Classical integration baselines on a PCA: Harmony and fastMNN.

@@ -1,0 +1,1 @@
+//! Integration metrics: the scIB suite and the seed papers' metrics.

@@ -1,0 +1,1 @@
+//! Nearest neighbours: exact (blocked, multi-threaded) and approximate, one interface.

@@ -1,0 +1,60 @@
+//! Conversions between R values and core types, and core errors to R errors.
+//! R validates arguments first (so messages name the user's argument); these checks are the
+//! last line of defence against malformed input reaching the core.
+
+use cellweave_core::data::{CsrMatrix, DenseMatrix};
+use extendr_api::prelude::*;
+
+/// A core error as an R error (its message names the argument where there is one).
+pub fn r_err(e: cellweave_core::Error) -> Error {
+    Error::Other(e.to_string())
+}
+
+/// Shorthand for `result.map_err(r_err)`.
+pub fn to_r<T>(r: cellweave_core::Result<T>) -> Result<T> {
+    r.map_err(r_err)
+}
+
+/// A `dgCMatrix` of genes x cells given as its slots (`p`, `i`, `x`, `Dim`) is a CSR matrix of
+/// cells x genes.
+pub fn csr_from_slots(p: &[i32], i: &[i32], x: &[f64], dim: &[i32]) -> Result<CsrMatrix> {
+    if dim.len() != 2 || dim[0] < 0 || dim[1] < 0 {
+        return Err(Error::Other("`Dim` must hold two non-negative integers".into()));
+    }
+    let (n_genes, n_cells) = (dim[0] as usize, dim[1] as usize);
+    let indptr: Vec<usize> = p.iter().map(|&v| v.max(0) as usize).collect();
+    let indices: Vec<u32> = i.iter().map(|&v| v.max(0) as u32).collect();
+    let values: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    to_r(CsrMatrix::new(n_cells, n_genes, indptr, indices, values))
+}
+
+/// A numeric R matrix (column-major, `nrow x ncol`) as a row-major dense matrix.
+pub fn dense_from_r(values: &[f64], nrow: usize, ncol: usize) -> Result<DenseMatrix> {
+    to_r(DenseMatrix::from_col_major(nrow, ncol, values))
+}
+
+/// A dense matrix as an R numeric matrix.
+pub fn dense_to_r(m: &DenseMatrix) -> Robj {
+    let cols = m.n_cols;
+    let data = &m.data;
+    RMatrix::new_matrix(m.n_rows, m.n_cols, |r, c| data[r * cols + c]).into()
+}
+
+/// A row-major f32 buffer as an R numeric matrix.
+pub fn f32_rows_to_r(values: &[f32], nrow: usize, ncol: usize) -> Robj {
+    RMatrix::new_matrix(nrow, ncol, |r, c| values[r * ncol + c] as f64).into()
+}
+
+/// Integer codes from R (0-based already) as u32, rejecting negatives.
+pub fn codes_from_r(codes: &[i32], what: &str) -> Result<Vec<u32>> {
+    codes
+        .iter()
+        .map(|&c| {
+            if c < 0 {
+                Err(Error::Other(format!("`{what}`: codes must be non-negative")))
+            } else {
+                Ok(c as u32)
+            }
+        })
+        .collect()
+}

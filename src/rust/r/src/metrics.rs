@@ -1,0 +1,7 @@
+//! extendr glue for the metrics family: converts R values, calls the core, converts back.
+
+use extendr_api::prelude::*;
+
+extendr_module! {
+    mod metrics;
+}

@@ -1,0 +1,5 @@
+# Runs the testthat suite against the installed package (make test-r).
+library(testthat)
+library(cellweave)
+res <- test_dir("tests/testthat", package = "cellweave", load_package = "installed",
+                reporter = ProgressReporter$new(show_praise = FALSE), stop_on_failure = TRUE)

@@ -1,0 +1,3 @@
+library(testthat)
+library(cellweave)
+test_check("cellweave")
