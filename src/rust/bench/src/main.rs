@@ -1,1 +1,28 @@
-fn main() {}
+//! cellweave-bench: runs the core on files (no R needed), for benchmarks.
+//!
+//! Usage: cellweave-bench <command> [options]; `cellweave-bench <command> --help` for details.
+
+mod common;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    let Some(command) = args.next() else {
+        eprintln!("usage: cellweave-bench <command> [options]\ncommands: {}", COMMANDS.join(", "));
+        return ExitCode::from(2);
+    };
+    let rest: Vec<_> = args.collect();
+    let result = match command.to_string_lossy().as_ref() {
+        other => Err(format!("unknown command `{other}`; commands: {}", COMMANDS.join(", "))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const COMMANDS: &[&str] = &[];

@@ -3,9 +3,14 @@
 
 pub mod classic;
 pub mod data;
+pub mod device;
+pub mod distributions;
 pub mod error;
 pub mod metrics;
+pub mod models;
 pub mod neighbors;
+pub mod nn;
 pub mod pca;
+pub mod train;
 
 pub use error::{Error, Result};

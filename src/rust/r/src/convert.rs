@@ -3,6 +3,7 @@
 //! last line of defence against malformed input reaching the core.
 
 use cellweave_core::data::{CsrMatrix, DenseMatrix};
+use extendr_api::Result;
 use extendr_api::prelude::*;
 
 /// A core error as an R error (its message names the argument where there is one).
@@ -57,4 +58,66 @@ pub fn codes_from_r(codes: &[i32], what: &str) -> Result<Vec<u32>> {
             }
         })
         .collect()
+}
+
+/// The integer values of an R integer vector, or an error naming `what`.
+pub fn ints<'a>(x: &'a Robj, what: &str) -> Result<&'a [i32]> {
+    x.as_integer_slice()
+        .ok_or_else(|| Error::Other(format!("`{what}` must be an integer vector")))
+}
+
+/// The values of an R double vector, or an error naming `what`.
+pub fn doubles<'a>(x: &'a Robj, what: &str) -> Result<&'a [f64]> {
+    x.as_real_slice()
+        .ok_or_else(|| Error::Other(format!("`{what}` must be a double vector")))
+}
+
+/// Named options passed from R as a list of scalars.
+pub struct Options<'a>(pub &'a List);
+
+impl Options<'_> {
+    fn get(&self, name: &str) -> Result<Robj> {
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+            .ok_or_else(|| Error::Other(format!("missing option `{name}`")))
+    }
+
+    pub fn f64(&self, name: &str) -> Result<f64> {
+        self.get(name)?
+            .as_real()
+            .or_else(|| self.get(name).ok()?.as_integer().map(|v| v as f64))
+            .ok_or_else(|| Error::Other(format!("option `{name}` must be a number")))
+    }
+
+    pub fn usize(&self, name: &str) -> Result<usize> {
+        let v = self.f64(name)?;
+        if v < 0.0 || v.fract() != 0.0 {
+            return Err(Error::Other(format!("option `{name}` must be a non-negative whole number")));
+        }
+        Ok(v as usize)
+    }
+
+    pub fn bool(&self, name: &str) -> Result<bool> {
+        self.get(name)?
+            .as_bool()
+            .ok_or_else(|| Error::Other(format!("option `{name}` must be TRUE or FALSE")))
+    }
+
+    pub fn string(&self, name: &str) -> Result<String> {
+        self.get(name)?
+            .as_str()
+            .map(|s| s.to_string())
+            .ok_or_else(|| Error::Other(format!("option `{name}` must be a string")))
+    }
+
+    /// A number, or NULL (None).
+    pub fn opt_usize(&self, name: &str) -> Result<Option<usize>> {
+        if self.get(name)?.is_null() {
+            Ok(None)
+        } else {
+            self.usize(name).map(Some)
+        }
+    }
 }

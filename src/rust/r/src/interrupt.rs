@@ -5,6 +5,7 @@
 //! whether it was cut short, so Rust can stop cleanly and return an R error instead.
 
 use std::ffi::c_void;
+use extendr_api::prelude::*;
 use std::io::Write;
 
 unsafe extern "C" {
@@ -24,7 +25,7 @@ pub fn interrupt_pending() -> bool {
 
 /// Writes to R's console (stderr side, like message()) and flushes, for progress lines.
 pub fn console(text: &str) {
-    extendr_api::reprint!("{}", text);
+    extendr_api::prelude::reprint!("{}", text);
     let _ = std::io::stderr().flush();
     unsafe { R_FlushConsole() };
 }

@@ -1,7 +1,297 @@
-//! extendr glue for the scvi family: converts R values, calls the core, converts back.
+//! extendr glue for scVI: converts R values, calls the core, converts back.
 
+use std::time::Instant;
+
+use cellweave_core::data::CsrMatrix;
+use cellweave_core::device::ComputeDevice;
+use cellweave_core::distributions::GeneLikelihood;
+use cellweave_core::models::scvi::{CountsAndBatch, LibraryScale, ScviArchitecture, ScviModel};
+use cellweave_core::train::{EpochRecord, TrainConfig, TrainingObserver};
+use extendr_api::Result;
 use extendr_api::prelude::*;
+
+use crate::convert::{Options, csr_from_slots, doubles, f32_rows_to_r, ints, r_err, to_r};
+use crate::interrupt::{console, interrupt_pending};
+
+/// Counts from the slots of a dgCMatrix (genes x cells) and 0-based batch codes.
+fn counts_and_codes(p: &Robj, i: &Robj, x: &Robj, dim: &Robj, batch: &Robj) -> Result<(CsrMatrix, Vec<u32>)> {
+    let counts = csr_from_slots(ints(p, "p")?, ints(i, "i")?, doubles(x, "x")?, ints(dim, "Dim")?)?;
+    let codes = crate::convert::codes_from_r(ints(batch, "batch")?, "batch")?;
+    Ok((counts, codes))
+}
+
+fn architecture(o: &Options) -> Result<ScviArchitecture> {
+    let likelihood = o.string("gene_likelihood")?;
+    Ok(ScviArchitecture {
+        n_genes: o.usize("n_genes")?,
+        n_batch: o.usize("n_batch")?,
+        n_latent: o.usize("n_latent")?,
+        n_hidden: o.usize("n_hidden")?,
+        n_layers: o.usize("n_layers")?,
+        dropout_rate: o.f64("dropout_rate")?,
+        likelihood: GeneLikelihood::parse(&likelihood)
+            .ok_or_else(|| Error::Other(format!("`gene_likelihood` must be \"zinb\" or \"nb\", not \"{likelihood}\"")))?,
+        latent_library: o.bool("latent_library")?,
+        encode_covariates: o.bool("encode_covariates")?,
+        deeply_inject_covariates: o.bool("deeply_inject_covariates")?,
+    })
+}
+
+fn train_config(o: &Options) -> Result<TrainConfig> {
+    Ok(TrainConfig {
+        max_epochs: o.opt_usize("max_epochs")?,
+        batch_size: o.usize("batch_size")?,
+        lr: o.f64("lr")?,
+        adam_eps: o.f64("adam_eps")?,
+        weight_decay: o.f64("weight_decay")?,
+        n_epochs_kl_warmup: o.usize("n_epochs_kl_warmup")?,
+        train_size: o.f64("train_size")?,
+        early_stopping: o.bool("early_stopping")?,
+        early_stopping_patience: o.usize("early_stopping_patience")?,
+        early_stopping_min_delta: o.f64("early_stopping_min_delta")?,
+        seed: o.usize("seed")? as u64,
+    })
+}
+
+/// A progress bar on R's console (epoch, loss, ETA) and Ctrl-C checks between minibatches.
+struct ConsoleProgress {
+    verbose: bool,
+    start: Instant,
+    last_print: Option<Instant>,
+}
+
+impl TrainingObserver for ConsoleProgress {
+    fn on_epoch_end(&mut self, r: &EpochRecord, max_epochs: usize) {
+        if !self.verbose {
+            return;
+        }
+        let done = r.epoch == max_epochs;
+        // At most ~5 updates a second: printing is not free on a slow console.
+        if !done && self.last_print.is_some_and(|t| t.elapsed().as_secs_f64() < 0.2) {
+            return;
+        }
+        self.last_print = Some(Instant::now());
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let eta = elapsed / r.epoch as f64 * (max_epochs - r.epoch) as f64;
+        let width = 24;
+        let filled = (width * r.epoch) / max_epochs.max(1);
+        let bar: String = "=".repeat(filled) + &" ".repeat(width - filled);
+        let validation = r
+            .validation
+            .map(|v| format!(", validation ELBO {:.1}", v.elbo))
+            .unwrap_or_default();
+        console(&format!(
+            "\rEpoch {:>4}/{} [{}] loss {:.1}{} | {} left   {}",
+            r.epoch,
+            max_epochs,
+            bar,
+            r.train.loss,
+            validation,
+            format_seconds(if done { 0.0 } else { eta }),
+            if done { "\n" } else { "" }
+        ));
+    }
+
+    fn should_stop(&mut self) -> bool {
+        interrupt_pending()
+    }
+}
+
+fn format_seconds(s: f64) -> String {
+    let s = s.round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn history_to_r(history: &[EpochRecord]) -> Result<Robj> {
+    let col = |f: &dyn Fn(&EpochRecord) -> f64| -> Robj { history.iter().map(f).collect::<Vec<f64>>().into() };
+    let na = f64::NAN;
+    let list = List::from_names_and_values(
+        [
+            "epoch",
+            "kl_weight",
+            "train_loss",
+            "train_reconstruction",
+            "train_kl_local",
+            "train_elbo",
+            "validation_elbo",
+            "validation_reconstruction",
+            "validation_kl_local",
+            "seconds",
+        ],
+        [
+            col(&|r| r.epoch as f64),
+            col(&|r| r.kl_weight),
+            col(&|r| r.train.loss),
+            col(&|r| r.train.reconstruction),
+            col(&|r| r.train.kl_local),
+            col(&|r| r.train.elbo),
+            col(&|r| r.validation.map_or(na, |v| v.elbo)),
+            col(&|r| r.validation.map_or(na, |v| v.reconstruction)),
+            col(&|r| r.validation.map_or(na, |v| v.kl_local)),
+            col(&|r| r.seconds),
+        ],
+    )?;
+    Ok(list.into())
+}
+
+/// Trains scVI. Returns the latent (cells x n_latent), the weights (raw), the library prior,
+/// the history and the device used.
+/// @noRd
+#[extendr]
+#[allow(clippy::too_many_arguments)]
+fn cw_scvi_train(p: Robj, i: Robj, x: Robj, dim: Robj, batch: Robj, arch: List, train: List, device: &str, verbose: bool) -> Result<Robj> {
+    let (counts, codes) = counts_and_codes(&p, &i, &x, &dim, &batch)?;
+    let arch = architecture(&Options(&arch))?;
+    let config = train_config(&Options(&train))?;
+    let device = to_r(ComputeDevice::parse(device))?;
+    let mut progress = ConsoleProgress {
+        verbose,
+        start: Instant::now(),
+        last_print: None,
+    };
+    let data = CountsAndBatch {
+        counts: &counts,
+        batch: &codes,
+    };
+    let model = ScviModel::train(arch, &config, data, device, &mut progress).map_err(|e| {
+        if verbose {
+            console("\n");
+        }
+        r_err(e)
+    })?;
+    let latent = to_r(model.latent(data))?;
+    let list = List::from_names_and_values(
+        ["latent", "weights", "library_log_mean", "library_log_var", "history", "device"],
+        [
+            crate::convert::dense_to_r(&latent),
+            Raw::from_bytes(&model.weights_bytes()).into(),
+            model.library_log_mean.clone().into(),
+            model.library_log_var.clone().into(),
+            history_to_r(&model.history)?,
+            model.device.name().into(),
+        ],
+    )?;
+    Ok(list.into())
+}
+
+fn load(arch: List, library_log_mean: Robj, library_log_var: Robj, weights: Robj, device: &str) -> Result<ScviModel> {
+    let arch = architecture(&Options(&arch))?;
+    let bytes = weights
+        .as_raw_slice()
+        .ok_or_else(|| Error::Other("the model's weights must be a raw vector".into()))?;
+    let device = to_r(ComputeDevice::parse(device))?;
+    to_r(ScviModel::from_parts(
+        arch,
+        doubles(&library_log_mean, "library_log_mean")?.to_vec(),
+        doubles(&library_log_var, "library_log_var")?.to_vec(),
+        bytes,
+        device,
+    ))
+}
+
+/// Posterior-mean latent of new cells under a saved model.
+/// @noRd
+#[extendr]
+#[allow(clippy::too_many_arguments)]
+fn cw_scvi_latent(
+    arch: List,
+    library_log_mean: Robj,
+    library_log_var: Robj,
+    weights: Robj,
+    device: &str,
+    p: Robj,
+    i: Robj,
+    x: Robj,
+    dim: Robj,
+    batch: Robj,
+) -> Result<Robj> {
+    let model = load(arch, library_log_mean, library_log_var, weights, device)?;
+    let (counts, codes) = counts_and_codes(&p, &i, &x, &dim, &batch)?;
+    let latent = to_r(model.latent(CountsAndBatch {
+        counts: &counts,
+        batch: &codes,
+    }))?;
+    Ok(crate::convert::dense_to_r(&latent))
+}
+
+/// Decoded expression (cells x genes) of new cells under a saved model.
+/// `library_size`: a positive number, or NA for each cell's observed total count.
+/// @noRd
+#[extendr]
+#[allow(clippy::too_many_arguments)]
+fn cw_scvi_expression(
+    arch: List,
+    library_log_mean: Robj,
+    library_log_var: Robj,
+    weights: Robj,
+    device: &str,
+    p: Robj,
+    i: Robj,
+    x: Robj,
+    dim: Robj,
+    batch: Robj,
+    transform_batch: Robj,
+    library_size: f64,
+) -> Result<Robj> {
+    let model = load(arch, library_log_mean, library_log_var, weights, device)?;
+    let (counts, codes) = counts_and_codes(&p, &i, &x, &dim, &batch)?;
+    let transform = crate::convert::codes_from_r(ints(&transform_batch, "transform_batch")?, "transform_batch")?;
+    let library = if library_size.is_nan() {
+        LibraryScale::Observed
+    } else {
+        LibraryScale::Constant(library_size)
+    };
+    let data = CountsAndBatch {
+        counts: &counts,
+        batch: &codes,
+    };
+    let values = to_r(model.normalized_expression(data, &transform, library))?;
+    Ok(f32_rows_to_r(&values, counts.n_rows, counts.n_cols))
+}
+
+/// Mean ELBO, reconstruction error and KL of cells under a saved model.
+/// @noRd
+#[extendr]
+#[allow(clippy::too_many_arguments)]
+fn cw_scvi_elbo(
+    arch: List,
+    library_log_mean: Robj,
+    library_log_var: Robj,
+    weights: Robj,
+    device: &str,
+    p: Robj,
+    i: Robj,
+    x: Robj,
+    dim: Robj,
+    batch: Robj,
+    seed: f64,
+) -> Result<Robj> {
+    let model = load(arch, library_log_mean, library_log_var, weights, device)?;
+    let (counts, codes) = counts_and_codes(&p, &i, &x, &dim, &batch)?;
+    let r = to_r(model.elbo(
+        CountsAndBatch {
+            counts: &counts,
+            batch: &codes,
+        },
+        seed as u64,
+    ))?;
+    let list = List::from_names_and_values(
+        ["elbo", "reconstruction", "kl_local"],
+        [r.elbo.into(), r.reconstruction.into(), r.kl_local.into()] as [Robj; 3],
+    )?;
+    Ok(list.into())
+}
 
 extendr_module! {
     mod scvi;
+    fn cw_scvi_train;
+    fn cw_scvi_latent;
+    fn cw_scvi_expression;
+    fn cw_scvi_elbo;
 }

@@ -1,1 +1,44 @@
-//! Nearest neighbours: exact (blocked, multi-threaded) and approximate, one interface.
+//! Nearest neighbours: exact (blocked, multi-threaded) search, one interface for every caller
+//! (metrics, fastMNN, label transfer). Distances are Euclidean.
+
+mod exact;
+
+pub use exact::{knn_exact, knn_query_exact};
+
+/// k nearest neighbours of each query row, sorted by increasing distance (ties by index).
+/// Row-major `n_queries x k`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnnGraph {
+    pub n_queries: usize,
+    pub k: usize,
+    pub indices: Vec<u32>,
+    pub distances: Vec<f64>,
+}
+
+impl KnnGraph {
+    pub fn neighbors(&self, i: usize) -> &[u32] {
+        &self.indices[i * self.k..(i + 1) * self.k]
+    }
+
+    pub fn distances_of(&self, i: usize) -> &[f64] {
+        &self.distances[i * self.k..(i + 1) * self.k]
+    }
+
+    /// The graph restricted to the first `k` neighbours (the graph is computed once with the
+    /// largest k any metric needs).
+    pub fn truncate(&self, k: usize) -> KnnGraph {
+        assert!(k <= self.k, "cannot truncate a {}-NN graph to k = {k}", self.k);
+        let mut indices = Vec::with_capacity(self.n_queries * k);
+        let mut distances = Vec::with_capacity(self.n_queries * k);
+        for i in 0..self.n_queries {
+            indices.extend_from_slice(&self.neighbors(i)[..k]);
+            distances.extend_from_slice(&self.distances_of(i)[..k]);
+        }
+        KnnGraph {
+            n_queries: self.n_queries,
+            k,
+            indices,
+            distances,
+        }
+    }
+}

@@ -1,0 +1,310 @@
+# scVI: a variational autoencoder for counts (Lopez et al. 2018), with scvi-tools' defaults.
+
+#' Integrate cells with scVI
+#'
+#' Trains scVI (a zero-inflated negative binomial variational autoencoder conditioned on
+#' batch; scvi-tools' model and defaults) on raw counts and returns the posterior-mean
+#' latent representation, a batch-corrected embedding for clustering, neighbours and UMAP.
+#'
+#' @param x A genes x cells matrix of raw counts (`dgCMatrix` or numeric matrix).
+#' @param batch Batch of each cell (vector or factor, one value per cell), or `NULL` for one
+#'   batch.
+#' @param n_latent Dimension of the latent space.
+#' @param n_hidden Nodes per hidden layer.
+#' @param n_layers Hidden layers in the encoder and decoder.
+#' @param dropout_rate Dropout rate of the encoder.
+#' @param gene_likelihood `"zinb"` (zero-inflated negative binomial) or `"nb"`.
+#' @param use_observed_lib_size Use each cell's total count as its library size (`TRUE`,
+#'   default) or learn it as a latent variable with a per-batch log-normal prior.
+#' @param encode_covariates Give the batch to the encoder too.
+#' @param deeply_inject_covariates Give the batch to every hidden layer (not only the first).
+#' @param max_epochs Training epochs; `NULL` picks scvi-tools' heuristic
+#'   `min(round(20000 / n_cells * 400), 400)`.
+#' @param batch_size Cells per minibatch.
+#' @param lr,weight_decay,eps Adam's learning rate, weight decay and epsilon.
+#' @param n_epochs_kl_warmup Epochs over which the KL weight rises from 0 to 1.
+#' @param train_size Share of cells used for training; the rest gives the validation ELBO.
+#' @param early_stopping Stop when the validation ELBO has not improved for
+#'   `early_stopping_patience` epochs.
+#' @param early_stopping_patience Epochs without improvement before stopping.
+#' @param seed Random seed: the same seed gives the same result on the same device.
+#' @param device `"cpu"` (default), `"cpu:flex"` or `"cpu:ndarray"` to pick a CPU backend, or
+#'   `"cuda"` with a GPU build.
+#' @param verbose Show a progress bar.
+#' @param allow_non_integer Accept non-integer values (with a warning) instead of an error.
+#' @return `calculateSCVI()`: a cells x `n_latent` matrix; its attribute `"model"` is the
+#'   fitted model (class `cellweave_scvi`), which [latent()] and [normalizedExpression()]
+#'   apply to new data and `saveRDS()` keeps.
+#' @examples
+#' sce <- readRDS(system.file("extdata", "kang_ifnb_subsample.rds", package = "cellweave"))
+#' z <- calculateSCVI(SingleCellExperiment::counts(sce)[, 1:500], sce$batch[1:500],
+#'                    max_epochs = 5, verbose = FALSE)
+#' dim(z)
+#' attr(z, "model")
+#' @export
+calculateSCVI <- function(x, batch = NULL, n_latent = 10, n_hidden = 128, n_layers = 1,
+                          dropout_rate = 0.1, gene_likelihood = "zinb",
+                          use_observed_lib_size = TRUE, encode_covariates = FALSE,
+                          deeply_inject_covariates = TRUE, max_epochs = NULL,
+                          batch_size = 128, lr = 1e-3, weight_decay = 1e-6, eps = 0.01,
+                          n_epochs_kl_warmup = 400, train_size = 0.9, early_stopping = FALSE,
+                          early_stopping_patience = 45, seed = 0, device = "cpu",
+                          verbose = TRUE, allow_non_integer = FALSE) {
+    x <- .check_counts(x, "x", allow_non_integer = .check_flag(allow_non_integer, "allow_non_integer"))
+    n_cells <- ncol(x)
+    if (n_cells < 3L) .stop_arg("x", "needs at least 3 cells, not ", n_cells, ".")
+    if (is.null(batch)) batch <- rep("batch", n_cells)
+    batch <- .check_grouping(batch, n_cells, "batch")
+    arch <- list(
+        n_genes = nrow(x),
+        n_batch = nlevels(batch),
+        n_latent = .check_scalar_int(n_latent, "n_latent", min = 1),
+        n_hidden = .check_scalar_int(n_hidden, "n_hidden", min = 1),
+        n_layers = .check_scalar_int(n_layers, "n_layers", min = 1),
+        dropout_rate = .check_scalar_num(dropout_rate, "dropout_rate", min = 0, max = 0.99),
+        gene_likelihood = .check_choice(gene_likelihood, "gene_likelihood", c("zinb", "nb")),
+        latent_library = !.check_flag(use_observed_lib_size, "use_observed_lib_size"),
+        encode_covariates = .check_flag(encode_covariates, "encode_covariates"),
+        deeply_inject_covariates = .check_flag(deeply_inject_covariates, "deeply_inject_covariates")
+    )
+    train <- list(
+        max_epochs = if (is.null(max_epochs)) NULL else .check_scalar_int(max_epochs, "max_epochs", min = 1),
+        batch_size = .check_scalar_int(batch_size, "batch_size", min = 3),
+        lr = .check_scalar_num(lr, "lr", min = 0, min_inclusive = FALSE),
+        adam_eps = .check_scalar_num(eps, "eps", min = 0, min_inclusive = FALSE),
+        weight_decay = .check_scalar_num(weight_decay, "weight_decay", min = 0),
+        n_epochs_kl_warmup = .check_scalar_int(n_epochs_kl_warmup, "n_epochs_kl_warmup", min = 0),
+        train_size = .check_scalar_num(train_size, "train_size", min = 0, max = 1, min_inclusive = FALSE),
+        early_stopping = .check_flag(early_stopping, "early_stopping"),
+        early_stopping_patience = .check_scalar_int(early_stopping_patience, "early_stopping_patience", min = 1),
+        early_stopping_min_delta = 0,
+        seed = .check_scalar_int(seed, "seed", min = 0)
+    )
+    if (train$early_stopping && train$train_size >= 1) {
+        .stop_arg("early_stopping", "needs a validation set: use train_size < 1.")
+    }
+    device <- .check_device(device)
+    verbose <- .check_flag(verbose, "verbose")
+
+    fit <- cw_scvi_train(x@p, x@i, as.double(x@x), dim(x), as.integer(batch) - 1L,
+                         arch, train, device, verbose)
+    model <- structure(list(
+        arch = arch,
+        train = train,
+        genes = rownames(x),
+        batch_levels = levels(batch),
+        n_cells = n_cells,
+        library_log_mean = fit$library_log_mean,
+        library_log_var = fit$library_log_var,
+        weights = fit$weights,
+        history = as.data.frame(fit$history),
+        device = fit$device,
+        version = as.character(utils::packageVersion("cellweave"))
+    ), class = "cellweave_scvi")
+    z <- fit$latent
+    dimnames(z) <- list(colnames(x), paste0("scVI_", seq_len(ncol(z))))
+    attr(z, "model") <- model
+    z
+}
+
+#' @rdname calculateSCVI
+#' @param sce A `SingleCellExperiment`.
+#' @param assay.type The assay holding raw counts.
+#' @param subset.row Genes to use (names, indices or logical); `NULL` for all.
+#' @param name Name of the `reducedDim` to store (the model goes into `metadata(sce)[[name]]`).
+#' @param ... Arguments passed to `calculateSCVI()`.
+#' @return `runSCVI()`: `sce` with `reducedDim(sce, name)` and the model in `metadata()`.
+#' @export
+runSCVI <- function(sce, batch = NULL, assay.type = "counts", subset.row = NULL, ...,
+                    name = "SCVI") {
+    if (!methods::is(sce, "SingleCellExperiment")) {
+        .stop_arg("sce", "must be a SingleCellExperiment, not a ", class(sce)[1], ".")
+    }
+    if (!assay.type %in% SummarizedExperiment::assayNames(sce)) {
+        .stop_arg("assay.type", sprintf('names no assay of `sce` ("%s" not found).', assay.type))
+    }
+    batch <- .resolve_cell_vector(batch, SummarizedExperiment::colData(sce), ncol(sce), "batch")
+    x <- SummarizedExperiment::assay(sce, assay.type, withDimnames = TRUE)
+    if (!is.null(subset.row)) x <- x[subset.row, , drop = FALSE]
+    z <- calculateSCVI(x, batch, ...)
+    model <- attr(z, "model")
+    attr(z, "model") <- NULL
+    SingleCellExperiment::reducedDim(sce, name) <- z
+    S4Vectors::metadata(sce)[[name]] <- model
+    sce
+}
+
+#' @rdname calculateSCVI
+#' @param object A Seurat object.
+#' @param group.by.vars Name of the meta.data column with the batch.
+#' @param assay Assay to use (default: the active assay).
+#' @param features Genes to use; `NULL`: the variable features when set, else all.
+#' @param reduction.name,reduction.key Name and key of the stored `DimReduc`.
+#' @return `RunSCVI()`: `object` with a `DimReduc` (the model in its `misc` slot).
+#' @export
+RunSCVI <- function(object, group.by.vars = NULL, assay = NULL, features = NULL, ...,
+                    reduction.name = "scvi", reduction.key = "scVI_") {
+    .require_seurat()
+    if (!methods::is(object, "Seurat")) {
+        .stop_arg("object", "must be a Seurat object, not a ", class(object)[1], ".")
+    }
+    assay <- assay %||% SeuratObject::DefaultAssay(object)
+    if (!assay %in% SeuratObject::Assays(object)) {
+        .stop_arg("assay", sprintf('names no assay of `object` ("%s" not found).', assay))
+    }
+    batch <- NULL
+    if (!is.null(group.by.vars)) {
+        batch <- .resolve_cell_vector(group.by.vars, object[[]], ncol(object), "group.by.vars")
+    }
+    x <- SeuratObject::GetAssayData(object, assay = assay, slot = "counts")
+    if (is.null(features)) {
+        features <- SeuratObject::VariableFeatures(object, assay = assay)
+        if (length(features) == 0L) features <- rownames(x)
+    }
+    x <- x[features, , drop = FALSE]
+    z <- calculateSCVI(x, batch, ...)
+    model <- attr(z, "model")
+    attr(z, "model") <- NULL
+    colnames(z) <- paste0(reduction.key, seq_len(ncol(z)))
+    object[[reduction.name]] <- SeuratObject::CreateDimReducObject(
+        embeddings = z, key = reduction.key, assay = assay, misc = list(model = model))
+    object
+}
+
+#' Apply a fitted scVI model to cells
+#'
+#' `latent()` gives the posterior-mean latent representation of cells; `normalizedExpression()`
+#' decodes it. Decoding with the cells' own batch gives denoised expression; with
+#' `transform_batch` every cell is decoded as if measured in that batch (or the average over
+#' several), which is batch-corrected expression; with `library_size = "observed"` the result is
+#' on the counts scale of each cell: with another batch, its counterfactual expression.
+#'
+#' @param model A model from [calculateSCVI()] (also `metadata(sce)$SCVI` or
+#'   `Misc(seurat[["scvi"]])$model`).
+#' @param newdata A genes x cells count matrix with the model's genes (rows are matched by name),
+#'   or a `SingleCellExperiment` (its `"counts"` assay).
+#' @param batch Batch of each cell in `newdata` (levels must be among the model's), or a
+#'   column name of `colData(newdata)`; `NULL` when the model has a single batch.
+#' @param ... Unused.
+#' @return `latent()`: a cells x `n_latent` matrix.
+#' @export
+latent <- function(model, newdata, batch = NULL, ...) UseMethod("latent")
+
+#' @rdname latent
+#' @export
+latent.cellweave_scvi <- function(model, newdata, batch = NULL, ...) {
+    input <- .scvi_newdata(model, newdata, batch)
+    z <- cw_scvi_latent(model$arch, model$library_log_mean, model$library_log_var,
+                        model$weights, model$device, input$x@p, input$x@i,
+                        as.double(input$x@x), dim(input$x), input$codes)
+    dimnames(z) <- list(colnames(input$x), paste0("scVI_", seq_len(ncol(z))))
+    z
+}
+
+#' @rdname latent
+#' @param transform_batch Batch level(s) to decode with; `NULL`: each cell's own batch.
+#' @param library_size A positive number (the default 1 gives expression frequencies; 1e4 gives
+#'   counts per 10,000) or `"observed"` for each cell's own total count.
+#' @return `normalizedExpression()`: a genes x cells matrix.
+#' @export
+normalizedExpression <- function(model, newdata, batch = NULL, transform_batch = NULL,
+                                 library_size = 1, ...) {
+    UseMethod("normalizedExpression")
+}
+
+#' @rdname latent
+#' @export
+normalizedExpression.cellweave_scvi <- function(model, newdata, batch = NULL, transform_batch = NULL,
+                                                library_size = 1, ...) {
+    input <- .scvi_newdata(model, newdata, batch)
+    codes <- integer(0)
+    if (!is.null(transform_batch)) {
+        transform_batch <- as.character(transform_batch)
+        unknown <- setdiff(transform_batch, model$batch_levels)
+        if (anyNA(transform_batch) || length(unknown)) {
+            .stop_arg("transform_batch", "must name batches of the model (",
+                      paste(model$batch_levels, collapse = ", "), "), not ",
+                      paste(unknown, collapse = ", "), ".")
+        }
+        codes <- match(transform_batch, model$batch_levels) - 1L
+    }
+    if (identical(library_size, "observed")) {
+        library_size <- NA_real_
+    } else {
+        library_size <- .check_scalar_num(library_size, "library_size", min = 0, min_inclusive = FALSE)
+    }
+    e <- cw_scvi_expression(model$arch, model$library_log_mean, model$library_log_var,
+                            model$weights, model$device, input$x@p, input$x@i,
+                            as.double(input$x@x), dim(input$x), input$codes,
+                            as.integer(codes), library_size)
+    e <- t(e)
+    dimnames(e) <- dimnames(input$x)
+    e
+}
+
+#' @export
+print.cellweave_scvi <- function(x, ...) {
+    a <- x$arch
+    h <- x$history
+    cat("scVI model (cellweave ", x$version, ")\n", sep = "")
+    cat(sprintf("  data:      %d genes x %d cells, %d batch%s (%s)\n", a$n_genes, x$n_cells,
+                a$n_batch, if (a$n_batch == 1) "" else "es",
+                paste(utils::head(x$batch_levels, 6), collapse = ", ")))
+    cat(sprintf("  network:   latent %d, %d hidden layer%s of %d, dropout %g, %s likelihood, %s library size\n",
+                a$n_latent, a$n_layers, if (a$n_layers == 1) "" else "s", a$n_hidden,
+                a$dropout_rate, toupper(a$gene_likelihood),
+                if (a$latent_library) "latent" else "observed"))
+    if (nrow(h)) {
+        last <- h[nrow(h), ]
+        cat(sprintf("  training:  %d epochs on %s (%.2f s/epoch), final loss %.2f", nrow(h), x$device,
+                    mean(h$seconds), last$train_loss))
+        if (!is.na(last$validation_elbo)) cat(sprintf(", validation ELBO %.2f", last$validation_elbo))
+        cat("\n")
+    }
+    invisible(x)
+}
+
+# Counts of `newdata` on the model's genes, and 0-based batch codes.
+.scvi_newdata <- function(model, newdata, batch) {
+    if (methods::is(newdata, "SingleCellExperiment")) {
+        batch <- .resolve_cell_vector(batch, SummarizedExperiment::colData(newdata), ncol(newdata), "batch")
+        newdata <- SummarizedExperiment::assay(newdata, "counts", withDimnames = TRUE)
+    }
+    x <- .check_counts(newdata, "newdata", allow_non_integer = TRUE)
+    genes <- model$genes
+    if (!is.null(genes) && !is.null(rownames(x))) {
+        missing <- setdiff(genes, rownames(x))
+        if (length(missing)) {
+            .stop_arg("newdata", "lacks ", length(missing), " of the model's ", length(genes),
+                      " genes (e.g. ", paste(utils::head(missing, 3), collapse = ", "),
+                      "): it must hold the genes the model was trained on.")
+        }
+        x <- x[genes, , drop = FALSE]
+    } else if (nrow(x) != model$arch$n_genes) {
+        .stop_arg("newdata", "has ", nrow(x), " genes but the model was trained on ",
+                  model$arch$n_genes, ".")
+    }
+    if (is.null(batch)) {
+        if (length(model$batch_levels) > 1L) {
+            .stop_arg("batch", "is required: the model has ", length(model$batch_levels), " batches.")
+        }
+        batch <- rep(model$batch_levels, ncol(x))
+    }
+    if (length(batch) != ncol(x)) {
+        .stop_arg("batch", "has length ", length(batch), " but there are ", ncol(x), " cells.")
+    }
+    if (anyNA(batch)) .stop_arg("batch", "contains NA.")
+    unknown <- setdiff(unique(as.character(batch)), model$batch_levels)
+    if (length(unknown)) {
+        .stop_arg("batch", "has levels the model was not trained on: ", paste(unknown, collapse = ", "), ".")
+    }
+    list(x = x, codes = match(as.character(batch), model$batch_levels) - 1L)
+}
+
+.require_seurat <- function() {
+    if (!requireNamespace("SeuratObject", quietly = TRUE)) {
+        stop("the Seurat interface needs the SeuratObject package.", call. = FALSE)
+    }
+}
+
+`%||%` <- function(a, b) if (is.null(a)) b else a

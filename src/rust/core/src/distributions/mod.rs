@@ -1,0 +1,6 @@
+//! Count distributions and the special functions they need.
+
+pub mod count_likelihood;
+pub mod special;
+
+pub use count_likelihood::{DecoderOutputs, GeneLikelihood, LikelihoodResult, log_likelihood};

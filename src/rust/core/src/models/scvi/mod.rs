@@ -1,0 +1,524 @@
+//! scVI (Lopez et al. 2018; scvi-tools 1.4 defaults): train on sparse counts, then the
+//! posterior-mean latent, batch-corrected or counterfactual expression, save and load.
+//!
+//! The training step runs the network in burn (autodiff on the chosen device) and the count
+//! likelihood in the fused kernel of `distributions::count_likelihood`; the kernel's gradients
+//! enter the graph through a surrogate sum(gradient * output), whose backward pass is exactly
+//! the chain rule through the network.
+
+mod module;
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor};
+use rand::SeedableRng;
+use rand::rngs::Xoshiro256PlusPlus;
+
+pub use module::{ScviArchitecture, ScviModule};
+use module::{Generative, Inference, StepNoise, kl_normal, kl_standard_normal};
+
+use crate::data::{CsrMatrix, DenseMatrix};
+use crate::device::ComputeDevice;
+use crate::distributions::{DecoderOutputs, log_likelihood};
+use crate::error::{Error, Result};
+use crate::nn::{dropout_mask, one_hot, standard_normal, tensor_1d, tensor_2d, to_host, weights};
+use crate::train::{
+    DataSplit, EarlyStopping, EpochRecord, LossRecord, TrainConfig, TrainingObserver, check_finite, kl_weight,
+    minibatches,
+};
+
+/// Cells per forward pass when nothing is trained (latent, expression, validation).
+const EVAL_CHUNK: usize = 1024;
+
+/// How to scale the decoded expression frequencies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LibraryScale {
+    /// Frequencies that sum to `size` per cell (1: scvi-tools' default; 1e4: counts per 10k).
+    Constant(f64),
+    /// Each cell's own observed total count: expected counts (counterfactual expression when
+    /// decoded with another batch).
+    Observed,
+}
+
+/// A trained scVI model (inference copy of the network, no autodiff).
+pub struct ScviModel {
+    pub arch: ScviArchitecture,
+    module: ScviModule,
+    pub device: ComputeDevice,
+    /// Per-batch mean and variance of the log library size (prior of the latent library).
+    pub library_log_mean: Vec<f64>,
+    pub library_log_var: Vec<f64>,
+    pub history: Vec<EpochRecord>,
+}
+
+/// The data a model sees: counts (cells x genes) and each cell's batch code.
+#[derive(Clone, Copy)]
+pub struct CountsAndBatch<'a> {
+    pub counts: &'a CsrMatrix,
+    pub batch: &'a [u32],
+}
+
+impl<'a> CountsAndBatch<'a> {
+    fn check(&self, arch: &ScviArchitecture) -> Result<Vec<f32>> {
+        if self.counts.n_cols != arch.n_genes {
+            return Err(Error::invalid(
+                "x",
+                format!("has {} genes but the model was trained on {}", self.counts.n_cols, arch.n_genes),
+            ));
+        }
+        if self.batch.len() != self.counts.n_rows {
+            return Err(Error::invalid(
+                "batch",
+                format!("has {} values for {} cells", self.batch.len(), self.counts.n_rows),
+            ));
+        }
+        if let Some(b) = self.batch.iter().find(|&&b| b as usize >= arch.n_batch) {
+            return Err(Error::invalid("batch", format!("code {b} is not one of the model's {} batches", arch.n_batch)));
+        }
+        if self.counts.values.iter().any(|v| !(v.is_finite() && *v >= 0.0)) {
+            return Err(Error::invalid("x", "counts must be finite and >= 0"));
+        }
+        let log_library: Vec<f32> = self.counts.row_sums().iter().map(|s| s.ln() as f32).collect();
+        if let Some(i) = log_library.iter().position(|l| !l.is_finite()) {
+            return Err(Error::invalid("x", format!("cell {} has zero total counts", i + 1)));
+        }
+        Ok(log_library)
+    }
+}
+
+/// Everything a forward pass needs besides the network.
+struct Batchwise<'a> {
+    arch: &'a ScviArchitecture,
+    data: CountsAndBatch<'a>,
+    log_library: &'a [f32],
+    library_log_mean: &'a [f64],
+    library_log_var: &'a [f64],
+}
+
+/// One forward pass over `rows`: the network's outputs and the likelihood terms.
+struct Pass {
+    inference: Inference,
+    generative: Generative,
+    library: Tensor<2>,
+    log_lik: Vec<f64>,
+    gradients: Option<crate::distributions::LikelihoodResult<f32>>,
+}
+
+impl Batchwise<'_> {
+    /// log1p of the counts of `rows`, dense (only this minibatch is ever dense).
+    fn log_counts(&self, rows: &[usize], device: &Device) -> Tensor<2> {
+        let g = self.arch.n_genes;
+        let mut dense = vec![0f32; rows.len() * g];
+        for (i, &r) in rows.iter().enumerate() {
+            let (cols, vals) = self.data.counts.row(r);
+            for (&c, &v) in cols.iter().zip(vals) {
+                dense[i * g + c as usize] = v.ln_1p();
+            }
+        }
+        tensor_2d(dense, rows.len(), g, device)
+    }
+
+    fn batch_one_hot(&self, rows: &[usize], device: &Device) -> Tensor<2> {
+        let codes: Vec<u32> = rows.iter().map(|&r| self.data.batch[r]).collect();
+        one_hot(&codes, self.arch.n_batch, device)
+    }
+
+    fn noise(&self, rng: &mut Xoshiro256PlusPlus, n: usize, device: &Device) -> StepNoise {
+        let a = self.arch;
+        let masks = |rng: &mut Xoshiro256PlusPlus, layers: usize| -> Vec<Tensor<2>> {
+            if a.dropout_rate > 0.0 {
+                (0..layers).map(|_| dropout_mask(rng, n, a.n_hidden, a.dropout_rate, device)).collect()
+            } else {
+                Vec::new()
+            }
+        };
+        StepNoise {
+            eps_z: standard_normal(rng, n, a.n_latent, device),
+            eps_l: a.latent_library.then(|| standard_normal(rng, n, 1, device)),
+            z_masks: masks(rng, a.n_layers),
+            l_masks: if a.latent_library { masks(rng, 1) } else { Vec::new() },
+        }
+    }
+
+    fn forward(
+        &self,
+        module: &ScviModule,
+        rows: &[usize],
+        noise: Option<&StepNoise>,
+        grad_scale: Option<f32>,
+        device: &Device,
+    ) -> Pass {
+        let n = rows.len();
+        let one_hot = self.batch_one_hot(rows, device);
+        let inference = module.inference(self.log_counts(rows, device), &one_hot, noise);
+        let library = match &inference.library {
+            Some((_, _, l)) => l.clone(),
+            None => tensor_2d(rows.iter().map(|&r| self.log_library[r]).collect(), n, 1, device),
+        };
+        let generative = module.generative(inference.z.clone(), &one_hot);
+        let scale = to_host(generative.scale_logits.clone());
+        let dropout = generative.dropout_logits.clone().map(to_host);
+        let log_theta = to_host(module.px_r.val());
+        let log_library = to_host(library.clone());
+        let outputs = DecoderOutputs {
+            scale_logits: &scale,
+            dropout_logits: dropout.as_deref(),
+            log_theta: &log_theta,
+            log_library: &log_library,
+        };
+        let mut result = log_likelihood(self.arch.likelihood, self.data.counts, rows, &outputs, grad_scale);
+        let log_lik = std::mem::take(&mut result.log_lik);
+        Pass {
+            inference,
+            generative,
+            library,
+            log_lik,
+            gradients: grad_scale.map(|_| result),
+        }
+    }
+
+    /// Per-cell KL of z and of the latent library (zeros without one): `n x 1` each.
+    fn kl_terms(&self, pass: &Pass, rows: &[usize], device: &Device) -> (Tensor<2>, Option<Tensor<2>>) {
+        let kl_z = kl_standard_normal(pass.inference.qz_mean.clone(), pass.inference.qz_var.clone());
+        let kl_l = pass.inference.library.as_ref().map(|(m, v, _)| {
+            let n = rows.len();
+            let prior = |stat: &[f64]| -> Tensor<2> {
+                tensor_2d(rows.iter().map(|&r| stat[self.data.batch[r] as usize] as f32).collect(), n, 1, device)
+            };
+            kl_normal(m.clone(), v.clone(), prior(self.library_log_mean), prior(self.library_log_var))
+        });
+        (kl_z, kl_l)
+    }
+
+    /// Mean losses of a pass (cells weighted equally).
+    fn record(&self, pass: &Pass, kl_z: &Tensor<2>, kl_l: Option<&Tensor<2>>, kl_weight: f64) -> LossRecord {
+        let n = pass.log_lik.len() as f64;
+        let reconstruction = -pass.log_lik.iter().sum::<f64>() / n;
+        let mean = |t: &Tensor<2>| to_host(t.clone()).iter().map(|&v| v as f64).sum::<f64>() / n;
+        let kl_z = mean(kl_z);
+        let kl_l = kl_l.map(mean).unwrap_or(0.0);
+        LossRecord {
+            loss: reconstruction + kl_weight * kl_z + kl_l,
+            reconstruction,
+            kl_local: kl_z + kl_l,
+            elbo: reconstruction + kl_z + kl_l,
+        }
+    }
+
+    /// One optimisation step on `rows`; returns the updated module and the step's losses.
+    #[allow(clippy::too_many_arguments)]
+    fn train_step(
+        &self,
+        module: ScviModule,
+        optim: &mut ModuleOptimizer,
+        lr: f64,
+        rows: &[usize],
+        kl_weight: f64,
+        rng: &mut Xoshiro256PlusPlus,
+        device: &Device,
+        epoch: usize,
+    ) -> Result<(ScviModule, LossRecord)> {
+        let n = rows.len();
+        let g = self.arch.n_genes;
+        let noise = self.noise(rng, n, device);
+        let pass = self.forward(&module, rows, Some(&noise), Some(-1.0 / n as f32), device);
+        let (kl_z, kl_l) = self.kl_terms(&pass, rows, device);
+        let record = self.record(&pass, &kl_z, kl_l.as_ref(), kl_weight);
+        check_finite(record.loss, epoch, "training loss")?;
+
+        let grads = pass.gradients.expect("a training pass has gradients");
+        let mut surrogate = (pass.generative.scale_logits * tensor_2d(grads.d_scale_logits, n, g, device)).sum()
+            + (module.px_r.val() * tensor_1d(grads.d_log_theta, device)).sum()
+            + kl_z.mean().mul_scalar(kl_weight);
+        if let Some(dropout) = pass.generative.dropout_logits {
+            surrogate = surrogate + (dropout * tensor_2d(grads.d_dropout_logits, n, g, device)).sum();
+        }
+        if let Some(kl_l) = kl_l {
+            surrogate = surrogate + (pass.library * tensor_2d(grads.d_log_library, n, 1, device)).sum() + kl_l.mean();
+        }
+        let gradients = GradientsParams::from_grads(surrogate.backward(), &module);
+        Ok((optim.step(lr, module, gradients), record))
+    }
+
+    /// Losses of an evaluation-mode pass over `cells` (z sampled, full KL).
+    fn evaluate(&self, module: &ScviModule, cells: &[usize], rng: &mut Xoshiro256PlusPlus, device: &Device) -> LossRecord {
+        let mut total = LossRecord::default();
+        for chunk in cells.chunks(EVAL_CHUNK) {
+            let noise = StepNoise {
+                z_masks: Vec::new(),
+                l_masks: Vec::new(),
+                ..self.noise(rng, chunk.len(), device)
+            };
+            let pass = self.forward(module, chunk, Some(&noise), None, device);
+            let (kl_z, kl_l) = self.kl_terms(&pass, chunk, device);
+            let r = self.record(&pass, &kl_z, kl_l.as_ref(), 1.0);
+            let w = chunk.len() as f64 / cells.len() as f64;
+            total.loss += w * r.loss;
+            total.reconstruction += w * r.reconstruction;
+            total.kl_local += w * r.kl_local;
+            total.elbo += w * r.elbo;
+        }
+        total
+    }
+}
+
+/// Mean and (population) variance of the log library size within each batch.
+fn library_prior(log_library: &[f32], batch: &[u32], n_batch: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut sum = vec![0f64; n_batch];
+    let mut sum_sq = vec![0f64; n_batch];
+    let mut count = vec![0f64; n_batch];
+    for (&l, &b) in log_library.iter().zip(batch) {
+        let (l, b) = (l as f64, b as usize);
+        sum[b] += l;
+        sum_sq[b] += l * l;
+        count[b] += 1.0;
+    }
+    let mean: Vec<f64> = sum.iter().zip(&count).map(|(s, c)| if *c > 0.0 { s / c } else { 0.0 }).collect();
+    let var = (0..n_batch)
+        .map(|b| if count[b] > 0.0 { (sum_sq[b] / count[b] - mean[b] * mean[b]).max(1e-4) } else { 1.0 })
+        .collect();
+    (mean, var)
+}
+
+impl ScviModel {
+    /// Trains scVI on `data` (cells x genes counts, a batch code per cell).
+    pub fn train(
+        arch: ScviArchitecture,
+        config: &TrainConfig,
+        data: CountsAndBatch<'_>,
+        device: ComputeDevice,
+        observer: &mut dyn TrainingObserver,
+    ) -> Result<ScviModel> {
+        validate_architecture(&arch)?;
+        config.validate()?;
+        let log_library = data.check(&arch)?;
+        let n_cells = data.counts.n_rows;
+        if n_cells < 3 {
+            return Err(Error::invalid("x", format!("needs at least 3 cells to train, got {n_cells}")));
+        }
+        let inner = device.burn_device()?;
+        let ad = inner.clone().autodiff();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
+        let mut module = ScviModule::new(&arch, &mut rng, &ad);
+        let (library_log_mean, library_log_var) = library_prior(&log_library, data.batch, arch.n_batch);
+        let split = DataSplit::random(n_cells, config.train_size, &mut rng);
+        let mut optim = AdamConfig::new()
+            .with_epsilon(config.adam_eps as f32)
+            .with_weight_decay((config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32)))
+            .init();
+        let max_epochs = config.epochs_for(n_cells);
+        let mut early_stopping = config
+            .early_stopping
+            .then(|| EarlyStopping::new(config.early_stopping_patience, config.early_stopping_min_delta));
+        let work = Batchwise {
+            arch: &arch,
+            data,
+            log_library: &log_library,
+            library_log_mean: &library_log_mean,
+            library_log_var: &library_log_var,
+        };
+        let mut history = Vec::with_capacity(max_epochs);
+        for epoch in 0..max_epochs {
+            let start = Instant::now();
+            let w = kl_weight(epoch, config.n_epochs_kl_warmup);
+            let mut train = LossRecord::default();
+            let mut seen = 0usize;
+            for rows in minibatches(&split.train, config.batch_size, &mut rng) {
+                if observer.should_stop() {
+                    return Err(Error::Interrupted);
+                }
+                let (updated, r) = work.train_step(module, &mut optim, config.lr, &rows, w, &mut rng, &ad, epoch + 1)?;
+                module = updated;
+                let k = rows.len() as f64;
+                train.loss += k * r.loss;
+                train.reconstruction += k * r.reconstruction;
+                train.kl_local += k * r.kl_local;
+                train.elbo += k * r.elbo;
+                seen += rows.len();
+            }
+            let s = seen.max(1) as f64;
+            train = LossRecord {
+                loss: train.loss / s,
+                reconstruction: train.reconstruction / s,
+                kl_local: train.kl_local / s,
+                elbo: train.elbo / s,
+            };
+            let validation = (!split.validation.is_empty())
+                .then(|| work.evaluate(&module.valid(), &split.validation, &mut rng, &inner));
+            if let Some(v) = &validation {
+                check_finite(v.elbo, epoch + 1, "validation ELBO")?;
+            }
+            let record = EpochRecord {
+                epoch: epoch + 1,
+                kl_weight: w,
+                train,
+                validation,
+                seconds: start.elapsed().as_secs_f64(),
+            };
+            observer.on_epoch_end(&record, max_epochs);
+            history.push(record);
+            if let (Some(es), Some(v)) = (early_stopping.as_mut(), validation) {
+                if es.update(v.elbo) {
+                    break;
+                }
+            }
+        }
+        Ok(ScviModel {
+            arch,
+            module: module.valid(),
+            device,
+            library_log_mean,
+            library_log_var,
+            history,
+        })
+    }
+
+    /// Rebuilds a model from its architecture, library prior and saved weights.
+    pub fn from_parts(
+        arch: ScviArchitecture,
+        library_log_mean: Vec<f64>,
+        library_log_var: Vec<f64>,
+        weights_bytes: &[u8],
+        device: ComputeDevice,
+    ) -> Result<ScviModel> {
+        validate_architecture(&arch)?;
+        if library_log_mean.len() != arch.n_batch || library_log_var.len() != arch.n_batch {
+            return Err(Error::Format("library prior does not match the number of batches".into()));
+        }
+        let inner = device.burn_device()?;
+        let skeleton = ScviModule::new(&arch, &mut Xoshiro256PlusPlus::seed_from_u64(0), &inner);
+        let module = weights::load_bytes(skeleton, weights_bytes)?;
+        Ok(ScviModel {
+            arch,
+            module,
+            device,
+            library_log_mean,
+            library_log_var,
+            history: Vec::new(),
+        })
+    }
+
+    pub fn weights_bytes(&self) -> Vec<u8> {
+        weights::to_bytes(&self.module)
+    }
+
+    fn batchwise<'a>(&'a self, data: CountsAndBatch<'a>, log_library: &'a [f32]) -> Batchwise<'a> {
+        Batchwise {
+            arch: &self.arch,
+            data,
+            log_library,
+            library_log_mean: &self.library_log_mean,
+            library_log_var: &self.library_log_var,
+        }
+    }
+
+    /// Posterior mean of z for every cell (cells x n_latent).
+    pub fn latent(&self, data: CountsAndBatch<'_>) -> Result<DenseMatrix> {
+        let log_library = data.check(&self.arch)?;
+        let work = self.batchwise(data, &log_library);
+        let device = self.device.burn_device()?;
+        let n = data.counts.n_rows;
+        let d = self.arch.n_latent;
+        let mut out = Vec::with_capacity(n * d);
+        let all: Vec<usize> = (0..n).collect();
+        for rows in all.chunks(EVAL_CHUNK) {
+            let one_hot = work.batch_one_hot(rows, &device);
+            let inf = self.module.inference(work.log_counts(rows, &device), &one_hot, None);
+            out.extend(to_host(inf.qz_mean).into_iter().map(|v| v as f64));
+        }
+        DenseMatrix::new(n, d, out)
+    }
+
+    /// Decoded expression (cells x genes, row-major): the posterior-mean z of each cell decoded
+    /// with each batch of `transform_batch` (its own batch when empty) and averaged, scaled by
+    /// `library`. Decoding with another batch than the cell's gives batch-corrected or
+    /// counterfactual expression.
+    pub fn normalized_expression(
+        &self,
+        data: CountsAndBatch<'_>,
+        transform_batch: &[u32],
+        library: LibraryScale,
+    ) -> Result<Vec<f32>> {
+        let log_library = data.check(&self.arch)?;
+        if let Some(b) = transform_batch.iter().find(|&&b| b as usize >= self.arch.n_batch) {
+            return Err(Error::invalid("transform_batch", format!("batch code {b} is not one of the model's batches")));
+        }
+        if let LibraryScale::Constant(c) = library {
+            if !(c > 0.0 && c.is_finite()) {
+                return Err(Error::invalid("library_size", "must be a positive number"));
+            }
+        }
+        let work = self.batchwise(data, &log_library);
+        let device = self.device.burn_device()?;
+        let n = data.counts.n_rows;
+        let g = self.arch.n_genes;
+        let mut out = vec![0f32; n * g];
+        let all: Vec<usize> = (0..n).collect();
+        for (chunk_index, rows) in all.chunks(EVAL_CHUNK).enumerate() {
+            let own = work.batch_one_hot(rows, &device);
+            let z = self.module.inference(work.log_counts(rows, &device), &own, None).z;
+            let decoders: Vec<Tensor<2>> = if transform_batch.is_empty() {
+                vec![own]
+            } else {
+                transform_batch
+                    .iter()
+                    .map(|&b| one_hot(&vec![b; rows.len()], self.arch.n_batch, &device))
+                    .collect()
+            };
+            let weight = 1.0 / decoders.len() as f32;
+            let block = &mut out[chunk_index * EVAL_CHUNK * g..][..rows.len() * g];
+            for one_hot in &decoders {
+                let logits = to_host(self.module.generative(z.clone(), one_hot).scale_logits);
+                for (i, &r) in rows.iter().enumerate() {
+                    let scale = match library {
+                        LibraryScale::Constant(c) => c as f32,
+                        LibraryScale::Observed => log_library[r].exp(),
+                    };
+                    softmax_accumulate(&logits[i * g..(i + 1) * g], weight * scale, &mut block[i * g..(i + 1) * g]);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// ELBO per cell (reconstruction + KL, averaged over cells) with z sampled once.
+    pub fn elbo(&self, data: CountsAndBatch<'_>, seed: u64) -> Result<LossRecord> {
+        let log_library = data.check(&self.arch)?;
+        let work = self.batchwise(data, &log_library);
+        let device = self.device.burn_device()?;
+        let all: Vec<usize> = (0..data.counts.n_rows).collect();
+        Ok(work.evaluate(&self.module, &all, &mut Xoshiro256PlusPlus::seed_from_u64(seed), &device))
+    }
+}
+
+/// out += weight * softmax(logits).
+fn softmax_accumulate(logits: &[f32], weight: f32, out: &mut [f32]) {
+    let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let z: f32 = logits.iter().map(|&v| (v - m).exp()).sum();
+    let k = weight / z;
+    for (o, &v) in out.iter_mut().zip(logits) {
+        *o += k * (v - m).exp();
+    }
+}
+
+fn validate_architecture(arch: &ScviArchitecture) -> Result<()> {
+    let positive = [
+        ("n_genes", arch.n_genes),
+        ("n_latent", arch.n_latent),
+        ("n_hidden", arch.n_hidden),
+        ("n_layers", arch.n_layers),
+        ("batch", arch.n_batch),
+    ];
+    for (name, v) in positive {
+        if v < 1 {
+            return Err(Error::invalid(name, "must be >= 1"));
+        }
+    }
+    if !(0.0..1.0).contains(&arch.dropout_rate) {
+        return Err(Error::invalid("dropout_rate", "must be in [0, 1)"));
+    }
+    Ok(())
+}
