@@ -229,7 +229,7 @@ normalizedExpression.cellweave_scvi <- function(model, newdata, batch = NULL, tr
         codes <- match(transform_batch, model$batch_levels) - 1L
     }
     if (identical(library_size, "observed")) {
-        library_size <- NA_real_
+        library_size <- NULL
     } else {
         library_size <- .check_scalar_num(library_size, "library_size", min = 0, min_inclusive = FALSE)
     }

@@ -2,4 +2,4 @@
 library(testthat)
 library(cellweave)
 res <- test_dir("tests/testthat", package = "cellweave", load_package = "installed",
-                reporter = ProgressReporter$new(show_praise = FALSE), stop_on_failure = TRUE)
+                reporter = "summary", stop_on_failure = TRUE)

@@ -1,14 +1,52 @@
-//! What every bench command shares: peak memory and timing output.
+//! What every bench command shares: thread count and peak memory.
 
 /// Peak resident set size of this process in MiB (Linux VmHWM).
 pub fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
         })
         .map(|kib| kib / 1024.0)
         .unwrap_or(f64::NAN)
+}
+
+/// Caps every thread pool the core uses (rayon's and the ndarray backend's matrix product).
+/// Call first thing, before any pool starts.
+pub fn set_threads(n: usize) {
+    // SAFETY: called at start-up, before any other thread exists.
+    unsafe { std::env::set_var("MATMUL_NUM_THREADS", n.to_string()) };
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
+}
+
+/// The name of the next `--option` (or `-h` as "help"); `None` at the end of the arguments.
+pub fn option_name(parser: &mut lexopt::Parser, usage: &str) -> Result<Option<String>, String> {
+    match parser.next().map_err(|e| e.to_string())? {
+        None => Ok(None),
+        Some(lexopt::Arg::Long(name)) => Ok(Some(name.to_string())),
+        Some(lexopt::Arg::Short('h')) => Ok(Some("help".to_string())),
+        Some(other) => Err(format!("{}\n{usage}", other.unexpected())),
+    }
+}
+
+/// The value of the current option, as text.
+pub fn value(parser: &mut lexopt::Parser) -> Result<String, String> {
+    parser
+        .value()
+        .map_err(|e| e.to_string())?
+        .into_string()
+        .map_err(|_| "arguments must be UTF-8".to_string())
+}
+
+/// The value of the current option, as a whole number.
+pub fn number(parser: &mut lexopt::Parser, name: &str) -> Result<usize, String> {
+    let v = value(parser)?;
+    v.parse()
+        .map_err(|_| format!("--{name} takes a whole number, not `{v}`"))
 }

@@ -3,18 +3,26 @@
 //! Usage: cellweave-bench <command> [options]; `cellweave-bench <command> --help` for details.
 
 mod common;
+mod scvi;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     let Some(command) = args.next() else {
-        eprintln!("usage: cellweave-bench <command> [options]\ncommands: {}", COMMANDS.join(", "));
+        eprintln!(
+            "usage: cellweave-bench <command> [options]\ncommands: {}",
+            COMMANDS.join(", ")
+        );
         return ExitCode::from(2);
     };
     let rest: Vec<_> = args.collect();
     let result = match command.to_string_lossy().as_ref() {
-        other => Err(format!("unknown command `{other}`; commands: {}", COMMANDS.join(", "))),
+        "scvi" => scvi::main(rest),
+        other => Err(format!(
+            "unknown command `{other}`; commands: {}",
+            COMMANDS.join(", ")
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -25,4 +33,4 @@ fn main() -> ExitCode {
     }
 }
 
-const COMMANDS: &[&str] = &[];
+const COMMANDS: &[&str] = &["scvi"];

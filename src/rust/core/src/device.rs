@@ -18,7 +18,7 @@ pub enum ComputeDevice {
 impl ComputeDevice {
     /// The CPU backend `"cpu"` stands for: the faster of the two on the scVI training step
     /// (measured with `cellweave-bench scvi --device cpu:flex|cpu:ndarray`; see bench/README.md).
-    pub const DEFAULT_CPU: ComputeDevice = ComputeDevice::NdArray;
+    pub const DEFAULT_CPU: ComputeDevice = ComputeDevice::Flex;
 
     /// Parses `"cpu"`, `"cpu:flex"`, `"cpu:ndarray"` or `"cuda"`.
     pub fn parse(name: &str) -> Result<Self> {
@@ -29,7 +29,9 @@ impl ComputeDevice {
             "cuda" | "gpu" => Ok(Self::Cuda),
             other => Err(Error::invalid(
                 "device",
-                format!("unknown device \"{other}\": use \"cpu\", \"cpu:flex\", \"cpu:ndarray\" or \"cuda\""),
+                format!(
+                    "unknown device \"{other}\": use \"cpu\", \"cpu:flex\", \"cpu:ndarray\" or \"cuda\""
+                ),
             )),
         }
     }
@@ -63,7 +65,11 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_unknown_names_fail() {
-        for d in [ComputeDevice::Flex, ComputeDevice::NdArray, ComputeDevice::Cuda] {
+        for d in [
+            ComputeDevice::Flex,
+            ComputeDevice::NdArray,
+            ComputeDevice::Cuda,
+        ] {
             assert_eq!(ComputeDevice::parse(d.name()).unwrap(), d);
         }
         let err = ComputeDevice::parse("tpu").unwrap_err().to_string();

@@ -20,7 +20,9 @@ pub fn to_r<T>(r: cellweave_core::Result<T>) -> Result<T> {
 /// cells x genes.
 pub fn csr_from_slots(p: &[i32], i: &[i32], x: &[f64], dim: &[i32]) -> Result<CsrMatrix> {
     if dim.len() != 2 || dim[0] < 0 || dim[1] < 0 {
-        return Err(Error::Other("`Dim` must hold two non-negative integers".into()));
+        return Err(Error::Other(
+            "`Dim` must hold two non-negative integers".into(),
+        ));
     }
     let (n_genes, n_cells) = (dim[0] as usize, dim[1] as usize);
     let indptr: Vec<usize> = p.iter().map(|&v| v.max(0) as usize).collect();
@@ -52,7 +54,9 @@ pub fn codes_from_r(codes: &[i32], what: &str) -> Result<Vec<u32>> {
         .iter()
         .map(|&c| {
             if c < 0 {
-                Err(Error::Other(format!("`{what}`: codes must be non-negative")))
+                Err(Error::Other(format!(
+                    "`{what}`: codes must be non-negative"
+                )))
             } else {
                 Ok(c as u32)
             }
@@ -94,7 +98,9 @@ impl Options<'_> {
     pub fn usize(&self, name: &str) -> Result<usize> {
         let v = self.f64(name)?;
         if v < 0.0 || v.fract() != 0.0 {
-            return Err(Error::Other(format!("option `{name}` must be a non-negative whole number")));
+            return Err(Error::Other(format!(
+                "option `{name}` must be a non-negative whole number"
+            )));
         }
         Ok(v as usize)
     }

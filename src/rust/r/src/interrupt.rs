@@ -4,8 +4,8 @@
 //! Rust frames. R_ToplevelExec runs the check in its own top-level context and tells us
 //! whether it was cut short, so Rust can stop cleanly and return an R error instead.
 
-use std::ffi::c_void;
 use extendr_api::prelude::*;
+use std::ffi::c_void;
 use std::io::Write;
 
 unsafe extern "C" {

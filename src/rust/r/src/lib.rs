@@ -15,9 +15,18 @@ fn cw_core_version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
 }
 
+/// Called from .onLoad: Rust panics become R errors carrying their message (extendr does
+/// that), so the default hook's extra print to stderr is only noise.
+/// @noRd
+#[extendr]
+fn cw_init() {
+    std::panic::set_hook(Box::new(|_| {}));
+}
+
 extendr_module! {
     mod cellweave;
     fn cw_core_version;
+    fn cw_init;
     use scvi;
     use metrics;
     use classic;

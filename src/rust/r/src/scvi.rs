@@ -14,8 +14,19 @@ use crate::convert::{Options, csr_from_slots, doubles, f32_rows_to_r, ints, r_er
 use crate::interrupt::{console, interrupt_pending};
 
 /// Counts from the slots of a dgCMatrix (genes x cells) and 0-based batch codes.
-fn counts_and_codes(p: &Robj, i: &Robj, x: &Robj, dim: &Robj, batch: &Robj) -> Result<(CsrMatrix, Vec<u32>)> {
-    let counts = csr_from_slots(ints(p, "p")?, ints(i, "i")?, doubles(x, "x")?, ints(dim, "Dim")?)?;
+fn counts_and_codes(
+    p: &Robj,
+    i: &Robj,
+    x: &Robj,
+    dim: &Robj,
+    batch: &Robj,
+) -> Result<(CsrMatrix, Vec<u32>)> {
+    let counts = csr_from_slots(
+        ints(p, "p")?,
+        ints(i, "i")?,
+        doubles(x, "x")?,
+        ints(dim, "Dim")?,
+    )?;
     let codes = crate::convert::codes_from_r(ints(batch, "batch")?, "batch")?;
     Ok((counts, codes))
 }
@@ -29,8 +40,11 @@ fn architecture(o: &Options) -> Result<ScviArchitecture> {
         n_hidden: o.usize("n_hidden")?,
         n_layers: o.usize("n_layers")?,
         dropout_rate: o.f64("dropout_rate")?,
-        likelihood: GeneLikelihood::parse(&likelihood)
-            .ok_or_else(|| Error::Other(format!("`gene_likelihood` must be \"zinb\" or \"nb\", not \"{likelihood}\"")))?,
+        likelihood: GeneLikelihood::parse(&likelihood).ok_or_else(|| {
+            Error::Other(format!(
+                "`gene_likelihood` must be \"zinb\" or \"nb\", not \"{likelihood}\""
+            ))
+        })?,
         latent_library: o.bool("latent_library")?,
         encode_covariates: o.bool("encode_covariates")?,
         deeply_inject_covariates: o.bool("deeply_inject_covariates")?,
@@ -67,7 +81,11 @@ impl TrainingObserver for ConsoleProgress {
         }
         let done = r.epoch == max_epochs;
         // At most ~5 updates a second: printing is not free on a slow console.
-        if !done && self.last_print.is_some_and(|t| t.elapsed().as_secs_f64() < 0.2) {
+        if !done
+            && self
+                .last_print
+                .is_some_and(|t| t.elapsed().as_secs_f64() < 0.2)
+        {
             return;
         }
         self.last_print = Some(Instant::now());
@@ -109,7 +127,9 @@ fn format_seconds(s: f64) -> String {
 }
 
 fn history_to_r(history: &[EpochRecord]) -> Result<Robj> {
-    let col = |f: &dyn Fn(&EpochRecord) -> f64| -> Robj { history.iter().map(f).collect::<Vec<f64>>().into() };
+    let col = |f: &dyn Fn(&EpochRecord) -> f64| -> Robj {
+        history.iter().map(f).collect::<Vec<f64>>().into()
+    };
     let na = f64::NAN;
     let list = List::from_names_and_values(
         [
@@ -145,7 +165,17 @@ fn history_to_r(history: &[EpochRecord]) -> Result<Robj> {
 /// @noRd
 #[extendr]
 #[allow(clippy::too_many_arguments)]
-fn cw_scvi_train(p: Robj, i: Robj, x: Robj, dim: Robj, batch: Robj, arch: List, train: List, device: &str, verbose: bool) -> Result<Robj> {
+fn cw_scvi_train(
+    p: Robj,
+    i: Robj,
+    x: Robj,
+    dim: Robj,
+    batch: Robj,
+    arch: List,
+    train: List,
+    device: &str,
+    verbose: bool,
+) -> Result<Robj> {
     let (counts, codes) = counts_and_codes(&p, &i, &x, &dim, &batch)?;
     let arch = architecture(&Options(&arch))?;
     let config = train_config(&Options(&train))?;
@@ -167,7 +197,14 @@ fn cw_scvi_train(p: Robj, i: Robj, x: Robj, dim: Robj, batch: Robj, arch: List, 
     })?;
     let latent = to_r(model.latent(data))?;
     let list = List::from_names_and_values(
-        ["latent", "weights", "library_log_mean", "library_log_var", "history", "device"],
+        [
+            "latent",
+            "weights",
+            "library_log_mean",
+            "library_log_var",
+            "history",
+            "device",
+        ],
         [
             crate::convert::dense_to_r(&latent),
             Raw::from_bytes(&model.weights_bytes()).into(),
@@ -180,7 +217,13 @@ fn cw_scvi_train(p: Robj, i: Robj, x: Robj, dim: Robj, batch: Robj, arch: List, 
     Ok(list.into())
 }
 
-fn load(arch: List, library_log_mean: Robj, library_log_var: Robj, weights: Robj, device: &str) -> Result<ScviModel> {
+fn load(
+    arch: List,
+    library_log_mean: Robj,
+    library_log_var: Robj,
+    weights: Robj,
+    device: &str,
+) -> Result<ScviModel> {
     let arch = architecture(&Options(&arch))?;
     let bytes = weights
         .as_raw_slice()
@@ -221,7 +264,7 @@ fn cw_scvi_latent(
 }
 
 /// Decoded expression (cells x genes) of new cells under a saved model.
-/// `library_size`: a positive number, or NA for each cell's observed total count.
+/// `library_size`: a positive number, or NULL for each cell's observed total count.
 /// @noRd
 #[extendr]
 #[allow(clippy::too_many_arguments)]
@@ -237,15 +280,18 @@ fn cw_scvi_expression(
     dim: Robj,
     batch: Robj,
     transform_batch: Robj,
-    library_size: f64,
+    library_size: Robj,
 ) -> Result<Robj> {
     let model = load(arch, library_log_mean, library_log_var, weights, device)?;
     let (counts, codes) = counts_and_codes(&p, &i, &x, &dim, &batch)?;
-    let transform = crate::convert::codes_from_r(ints(&transform_batch, "transform_batch")?, "transform_batch")?;
-    let library = if library_size.is_nan() {
+    let transform = crate::convert::codes_from_r(
+        ints(&transform_batch, "transform_batch")?,
+        "transform_batch",
+    )?;
+    let library = if library_size.is_null() {
         LibraryScale::Observed
     } else {
-        LibraryScale::Constant(library_size)
+        LibraryScale::Constant(doubles(&library_size, "library_size")?[0])
     };
     let data = CountsAndBatch {
         counts: &counts,

@@ -77,7 +77,10 @@ impl CsrMatrix {
     pub fn select_rows(&self, rows: &[usize]) -> CsrMatrix {
         let mut indptr = Vec::with_capacity(rows.len() + 1);
         indptr.push(0);
-        let nnz: usize = rows.iter().map(|&r| self.indptr[r + 1] - self.indptr[r]).sum();
+        let nnz: usize = rows
+            .iter()
+            .map(|&r| self.indptr[r + 1] - self.indptr[r])
+            .sum();
         let mut indices = Vec::with_capacity(nnz);
         let mut values = Vec::with_capacity(nnz);
         for &r in rows {
@@ -182,7 +185,9 @@ impl DenseMatrix {
     pub fn from_col_major(n_rows: usize, n_cols: usize, col_major: &[f64]) -> Result<Self> {
         let mut m = Self::zeros(n_rows, n_cols);
         if col_major.len() != n_rows * n_cols {
-            return Err(Error::Format("column-major data has the wrong length".into()));
+            return Err(Error::Format(
+                "column-major data has the wrong length".into(),
+            ));
         }
         for j in 0..n_cols {
             for i in 0..n_rows {
@@ -218,7 +223,14 @@ mod tests {
 
     fn example() -> CsrMatrix {
         // [[1, 0, 2], [0, 0, 0], [0, 3, 4]]
-        CsrMatrix::new(3, 3, vec![0, 2, 2, 4], vec![0, 2, 1, 2], vec![1., 2., 3., 4.]).unwrap()
+        CsrMatrix::new(
+            3,
+            3,
+            vec![0, 2, 2, 4],
+            vec![0, 2, 1, 2],
+            vec![1., 2., 3., 4.],
+        )
+        .unwrap()
     }
 
     #[test]

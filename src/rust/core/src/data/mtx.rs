@@ -25,9 +25,7 @@ fn open(path: &Path) -> Result<Box<dyn BufRead>> {
 pub fn read_mtx_genes_by_cells(path: &Path) -> Result<CsrMatrix> {
     let bad = |m: String| Error::Format(format!("{}: {m}", path.display()));
     let mut lines = open(path)?.lines();
-    let header = lines
-        .next()
-        .ok_or_else(|| bad("empty file".into()))??;
+    let header = lines.next().ok_or_else(|| bad("empty file".into()))??;
     if !header.starts_with("%%MatrixMarket matrix coordinate") {
         return Err(bad("not a MatrixMarket coordinate file".into()));
     }
@@ -46,7 +44,10 @@ pub fn read_mtx_genes_by_cells(path: &Path) -> Result<CsrMatrix> {
     let size_line = size_line.ok_or_else(|| bad("missing size line".into()))?;
     let dims: Vec<usize> = size_line
         .split_whitespace()
-        .map(|t| t.parse().map_err(|_| bad(format!("bad size line `{size_line}`"))))
+        .map(|t| {
+            t.parse()
+                .map_err(|_| bad(format!("bad size line `{size_line}`")))
+        })
         .collect::<Result<_>>()?;
     if dims.len() != 3 {
         return Err(bad(format!("bad size line `{size_line}`")));
@@ -71,7 +72,10 @@ pub fn read_mtx_genes_by_cells(path: &Path) -> Result<CsrMatrix> {
         triples.push(((c - 1) as u32, (g - 1) as u32, v));
     }
     if triples.len() != nnz {
-        return Err(bad(format!("expected {nnz} entries, found {}", triples.len())));
+        return Err(bad(format!(
+            "expected {nnz} entries, found {}",
+            triples.len()
+        )));
     }
     triples.sort_unstable_by_key(|t| (t.0, t.1));
     let mut indptr = vec![0usize; n_cells + 1];

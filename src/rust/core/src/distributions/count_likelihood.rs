@@ -84,12 +84,20 @@ pub fn log_likelihood<F: Float + Send + Sync>(
 ) -> LikelihoodResult<F> {
     let n = rows.len();
     let g = counts.n_cols;
-    assert_eq!(out.scale_logits.len(), n * g, "scale logits must be cells x genes");
+    assert_eq!(
+        out.scale_logits.len(),
+        n * g,
+        "scale logits must be cells x genes"
+    );
     assert_eq!(out.log_theta.len(), g, "one dispersion per gene");
     assert_eq!(out.log_library.len(), n, "one library size per cell");
     let zinb = likelihood == GeneLikelihood::Zinb;
     if zinb {
-        assert_eq!(out.dropout_logits.map(|d| d.len()), Some(n * g), "ZINB needs dropout logits");
+        assert_eq!(
+            out.dropout_logits.map(|d| d.len()),
+            Some(n * g),
+            "ZINB needs dropout logits"
+        );
     }
     let with_grad = grad_scale.is_some();
     let c = grad_scale.unwrap_or(F::zero());
@@ -114,13 +122,20 @@ pub fn log_likelihood<F: Float + Send + Sync>(
         .zip(d_dropout.par_chunks_mut(CELLS_PER_TASK * g))
         .zip(d_library.par_chunks_mut(CELLS_PER_TASK))
         .map(|((((task, ll_out), ds_out), dd_out), dl_out)| {
-            let mut d_theta = if with_grad { vec![F::zero(); g] } else { Vec::new() };
+            let mut d_theta = if with_grad {
+                vec![F::zero(); g]
+            } else {
+                Vec::new()
+            };
             let mut rho = vec![F::zero(); g];
             let first = task * CELLS_PER_TASK;
             for (k, ll_slot) in ll_out.iter_mut().enumerate() {
                 let i = first + k;
                 let s = &out.scale_logits[i * g..(i + 1) * g];
-                let pi = out.dropout_logits.filter(|_| zinb).map(|d| &d[i * g..(i + 1) * g]);
+                let pi = out
+                    .dropout_logits
+                    .filter(|_| zinb)
+                    .map(|d| &d[i * g..(i + 1) * g]);
                 let l = out.log_library[i];
                 let library = l.exp();
                 // Softmax with the max subtracted; rho and log rho without a log per gene.
@@ -193,7 +208,11 @@ pub fn log_likelihood<F: Float + Send + Sync>(
                             let p = pi[j];
                             let (sp_mp, _) = softplus_sigmoid(-p);
                             term = -to64(p) - to64(sp_mp) + log_nb;
-                            dpi = if with_grad { -softplus_sigmoid(p).1 } else { F::zero() };
+                            dpi = if with_grad {
+                                -softplus_sigmoid(p).1
+                            } else {
+                                F::zero()
+                            };
                         } else {
                             term = log_nb;
                             dpi = F::zero();
@@ -222,7 +241,11 @@ pub fn log_likelihood<F: Float + Send + Sync>(
         })
         .collect();
 
-    let mut d_log_theta = if with_grad { vec![F::zero(); g] } else { Vec::new() };
+    let mut d_log_theta = if with_grad {
+        vec![F::zero(); g]
+    } else {
+        Vec::new()
+    };
     for part in &partial_d_theta {
         for (a, &b) in d_log_theta.iter_mut().zip(part) {
             *a = *a + b;
@@ -271,11 +294,39 @@ mod tests {
     /// p = theta / (theta + mu)) and log(sigmoid(pi) [x = 0] + (1 - sigmoid(pi)) NB(x)).
     const REFERENCE: &[(f32, f64, f64, f64, f64, f64)] = &[
         (0.0, 0.5, 2.0, -1.0, -0.4462871026284194, -0.305413127034395),
-        (0.0, 30.0, 0.3, 1.5, -1.3845361550523778, -0.14703806924319052),
+        (
+            0.0,
+            30.0,
+            0.3,
+            1.5,
+            -1.3845361550523778,
+            -0.14703806924319052,
+        ),
         (3.0, 2.5, 1.2, 0.2, -2.185169521019689, -2.9833083904012807),
-        (17.0, 40.0, 5.0, -2.0, -4.291422874847545, -4.418350885890518),
-        (1.0, 0.01, 0.05, 3.0, -4.796607820621744, -7.8451951721954885),
-        (250.0, 180.0, 12.0, 0.0, -5.911890255262296, -6.605037435822242),
+        (
+            17.0,
+            40.0,
+            5.0,
+            -2.0,
+            -4.291422874847545,
+            -4.418350885890518,
+        ),
+        (
+            1.0,
+            0.01,
+            0.05,
+            3.0,
+            -4.796607820621744,
+            -7.8451951721954885,
+        ),
+        (
+            250.0,
+            180.0,
+            12.0,
+            0.0,
+            -5.911890255262296,
+            -6.605037435822242,
+        ),
     ];
 
     /// One cell per reference case, one gene each, so mu is exactly the reference mean:
@@ -314,10 +365,15 @@ mod tests {
     fn f32_evaluation_is_close_to_f64() {
         let (counts, rows, data) = random_problem(11);
         let r64 = log_likelihood(GeneLikelihood::Zinb, &counts, &rows, &data.view(), None);
-        let d32: Vec<Vec<f32>> = [&data.scale, &data.dropout, &data.log_theta, &data.log_library]
-            .iter()
-            .map(|v| v.iter().map(|&x| x as f32).collect())
-            .collect();
+        let d32: Vec<Vec<f32>> = [
+            &data.scale,
+            &data.dropout,
+            &data.log_theta,
+            &data.log_library,
+        ]
+        .iter()
+        .map(|v| v.iter().map(|&x| x as f32).collect())
+        .collect();
         let out32 = DecoderOutputs {
             scale_logits: &d32[0],
             dropout_logits: Some(&d32[1]),
@@ -378,7 +434,10 @@ mod tests {
     }
 
     fn total(likelihood: GeneLikelihood, counts: &CsrMatrix, rows: &[usize], p: &Problem) -> f64 {
-        log_likelihood(likelihood, counts, rows, &p.view(), None).log_lik.iter().sum()
+        log_likelihood(likelihood, counts, rows, &p.view(), None)
+            .log_lik
+            .iter()
+            .sum()
     }
 
     /// Central finite differences of the summed log-likelihood against every analytic gradient.

@@ -27,7 +27,11 @@ impl KnnGraph {
     /// The graph restricted to the first `k` neighbours (the graph is computed once with the
     /// largest k any metric needs).
     pub fn truncate(&self, k: usize) -> KnnGraph {
-        assert!(k <= self.k, "cannot truncate a {}-NN graph to k = {k}", self.k);
+        assert!(
+            k <= self.k,
+            "cannot truncate a {}-NN graph to k = {k}",
+            self.k
+        );
         let mut indices = Vec::with_capacity(self.n_queries * k);
         let mut distances = Vec::with_capacity(self.n_queries * k);
         for i in 0..self.n_queries {

@@ -12,8 +12,8 @@ use burn::module::{Module, Param};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, TensorData};
-use rand::rngs::Xoshiro256PlusPlus;
 use rand::RngExt;
+use rand::rngs::Xoshiro256PlusPlus;
 use rand_distr::{Distribution, StandardNormal};
 
 /// scvi-tools' BatchNorm1d settings (momentum 0.01, eps 1e-3).
@@ -48,16 +48,35 @@ pub fn one_hot(codes: &[u32], n_levels: usize, device: &Device) -> Tensor<2> {
 }
 
 /// A standard-normal matrix from the caller's RNG.
-pub fn standard_normal(rng: &mut Xoshiro256PlusPlus, rows: usize, cols: usize, device: &Device) -> Tensor<2> {
-    let v: Vec<f32> = (0..rows * cols).map(|_| StandardNormal.sample(rng)).collect();
+pub fn standard_normal(
+    rng: &mut Xoshiro256PlusPlus,
+    rows: usize,
+    cols: usize,
+    device: &Device,
+) -> Tensor<2> {
+    let v: Vec<f32> = (0..rows * cols)
+        .map(|_| StandardNormal.sample(rng))
+        .collect();
     tensor_2d(v, rows, cols, device)
 }
 
 /// An inverted-dropout mask: 0 with probability `rate`, else 1 / (1 - rate).
-pub fn dropout_mask(rng: &mut Xoshiro256PlusPlus, rows: usize, cols: usize, rate: f64, device: &Device) -> Tensor<2> {
+pub fn dropout_mask(
+    rng: &mut Xoshiro256PlusPlus,
+    rows: usize,
+    cols: usize,
+    rate: f64,
+    device: &Device,
+) -> Tensor<2> {
     let keep = (1.0 / (1.0 - rate)) as f32;
     let v: Vec<f32> = (0..rows * cols)
-        .map(|_| if rng.random::<f64>() < rate { 0.0 } else { keep })
+        .map(|_| {
+            if rng.random::<f64>() < rate {
+                0.0
+            } else {
+                keep
+            }
+        })
         .collect();
     tensor_2d(v, rows, cols, device)
 }
@@ -67,7 +86,9 @@ pub fn dropout_mask(rng: &mut Xoshiro256PlusPlus, rows: usize, cols: usize, rate
 pub fn linear(rng: &mut Xoshiro256PlusPlus, d_in: usize, d_out: usize, device: &Device) -> Linear {
     let bound = 1.0 / (d_in as f64).sqrt();
     let mut uniform = |n: usize| -> Vec<f32> {
-        (0..n).map(|_| ((rng.random::<f64>() * 2.0 - 1.0) * bound) as f32).collect()
+        (0..n)
+            .map(|_| ((rng.random::<f64>() * 2.0 - 1.0) * bound) as f32)
+            .collect()
     };
     let weight = tensor_2d(uniform(d_in * d_out), d_in, d_out, device);
     let bias = tensor_1d(uniform(d_out), device);
@@ -128,16 +149,23 @@ impl FcLayers {
         self.layers.len()
     }
 
-    /// `masks`: one dropout mask per layer (training), or none (evaluation).
-    pub fn forward(&self, x: Tensor<2>, covariates: Option<&Tensor<2>>, masks: Option<&[Tensor<2>]>) -> Tensor<2> {
+    /// `masks`: one dropout mask per layer (training), or none (evaluation, or no dropout).
+    pub fn forward(
+        &self,
+        x: Tensor<2>,
+        covariates: Option<&Tensor<2>>,
+        masks: &[Tensor<2>],
+    ) -> Tensor<2> {
         let mut h = x;
         for (k, layer) in self.layers.iter().enumerate() {
-            if let Some(cat) = covariates.filter(|_| self.n_cat > 0 && (k == 0 || self.inject_covariates)) {
+            if let Some(cat) =
+                covariates.filter(|_| self.n_cat > 0 && (k == 0 || self.inject_covariates))
+            {
                 h = Tensor::cat(vec![h, cat.clone()], 1);
             }
             h = relu(layer.norm.forward(layer.linear.forward(h)));
-            if let Some(masks) = masks {
-                h = h * masks[k].clone();
+            if let Some(mask) = masks.get(k) {
+                h = h * mask.clone();
             }
         }
         h

@@ -28,7 +28,9 @@ impl ModuleVisitor for Collector {
 
 /// Serialises every float tensor of `module`.
 pub fn to_bytes<M: Module>(module: &M) -> Vec<u8> {
-    let mut collector = Collector { tensors: Vec::new() };
+    let mut collector = Collector {
+        tensors: Vec::new(),
+    };
     module.visit(&mut collector);
     let n_values: usize = collector.tensors.iter().map(|t| t.1.len()).sum();
     let mut out = Vec::with_capacity(16 + 4 * n_values + 32 * collector.tensors.len());
@@ -63,7 +65,9 @@ impl Reader<'_> {
     }
 
     fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 }
 
@@ -74,13 +78,17 @@ fn parse(bytes: &[u8]) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
     }
     let version = r.u32()?;
     if version != VERSION {
-        return Err(Error::Format(format!("model weights have format version {version}, this cellweave reads {VERSION}")));
+        return Err(Error::Format(format!(
+            "model weights have format version {version}, this cellweave reads {VERSION}"
+        )));
     }
     let n = r.u32()? as usize;
     let mut tensors = Vec::with_capacity(n);
     for _ in 0..n {
         let rank = r.u32()? as usize;
-        let dims: Vec<usize> = (0..rank).map(|_| r.u32().map(|d| d as usize)).collect::<Result<_>>()?;
+        let dims: Vec<usize> = (0..rank)
+            .map(|_| r.u32().map(|d| d as usize))
+            .collect::<Result<_>>()?;
         let len: usize = dims.iter().product();
         let values = r
             .take(4 * len)?
@@ -103,7 +111,8 @@ struct Loader {
 impl ModuleMapper for Loader {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let Some((dims, values)) = self.tensors.next() else {
-            self.error.get_or_insert(Error::Format("model weights hold too few tensors".into()));
+            self.error
+                .get_or_insert(Error::Format("model weights hold too few tensors".into()));
             return param;
         };
         let device = param.val().device();
@@ -131,7 +140,9 @@ pub fn load_bytes<M: Module>(module: M, bytes: &[u8]) -> Result<M> {
         return Err(e);
     }
     if loader.tensors.next().is_some() {
-        return Err(Error::Format("model weights hold more tensors than the architecture".into()));
+        return Err(Error::Format(
+            "model weights hold more tensors than the architecture".into(),
+        ));
     }
     Ok(module)
 }

@@ -50,7 +50,10 @@ impl TrainConfig {
             return Err(Error::invalid("max_epochs", "must be >= 1"));
         }
         if self.batch_size < 2 {
-            return Err(Error::invalid("batch_size", "must be >= 2 (batch normalisation needs 2 cells)"));
+            return Err(Error::invalid(
+                "batch_size",
+                "must be >= 2 (batch normalisation needs 2 cells)",
+            ));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return Err(Error::invalid("lr", "must be a positive number"));
@@ -59,13 +62,17 @@ impl TrainConfig {
             return Err(Error::invalid("train_size", "must be in (0, 1]"));
         }
         if self.early_stopping && self.train_size >= 1.0 {
-            return Err(Error::invalid("early_stopping", "needs a validation set: train_size < 1"));
+            return Err(Error::invalid(
+                "early_stopping",
+                "needs a validation set: train_size < 1",
+            ));
         }
         Ok(())
     }
 
     pub fn epochs_for(&self, n_cells: usize) -> usize {
-        self.max_epochs.unwrap_or_else(|| max_epochs_heuristic(n_cells))
+        self.max_epochs
+            .unwrap_or_else(|| max_epochs_heuristic(n_cells))
     }
 }
 
@@ -107,7 +114,11 @@ impl DataSplit {
 
 /// A shuffled pass over `cells` in minibatches of `batch_size`. A last minibatch of fewer than
 /// 3 cells is dropped: batch normalisation on one or two cells is noise.
-pub fn minibatches(cells: &[usize], batch_size: usize, rng: &mut Xoshiro256PlusPlus) -> Vec<Vec<usize>> {
+pub fn minibatches(
+    cells: &[usize],
+    batch_size: usize,
+    rng: &mut Xoshiro256PlusPlus,
+) -> Vec<Vec<usize>> {
     let mut order = cells.to_vec();
     order.shuffle(rng);
     order
@@ -249,7 +260,9 @@ mod tests {
 
     #[test]
     fn non_finite_names_the_epoch() {
-        let e = check_finite(f64::NAN, 7, "train loss").unwrap_err().to_string();
+        let e = check_finite(f64::NAN, 7, "train loss")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("epoch 7"), "{e}");
         assert!(check_finite(1.0, 1, "x").is_ok());
     }

@@ -17,8 +17,8 @@ use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 
-pub use module::{ScviArchitecture, ScviModule};
 use module::{Generative, Inference, StepNoise, kl_normal, kl_standard_normal};
+pub use module::{ScviArchitecture, ScviModule};
 
 use crate::data::{CsrMatrix, DenseMatrix};
 use crate::device::ComputeDevice;
@@ -26,8 +26,8 @@ use crate::distributions::{DecoderOutputs, log_likelihood};
 use crate::error::{Error, Result};
 use crate::nn::{dropout_mask, one_hot, standard_normal, tensor_1d, tensor_2d, to_host, weights};
 use crate::train::{
-    DataSplit, EarlyStopping, EpochRecord, LossRecord, TrainConfig, TrainingObserver, check_finite, kl_weight,
-    minibatches,
+    DataSplit, EarlyStopping, EpochRecord, LossRecord, TrainConfig, TrainingObserver, check_finite,
+    kl_weight, minibatches,
 };
 
 /// Cells per forward pass when nothing is trained (latent, expression, validation).
@@ -66,24 +66,50 @@ impl<'a> CountsAndBatch<'a> {
         if self.counts.n_cols != arch.n_genes {
             return Err(Error::invalid(
                 "x",
-                format!("has {} genes but the model was trained on {}", self.counts.n_cols, arch.n_genes),
+                format!(
+                    "has {} genes but the model was trained on {}",
+                    self.counts.n_cols, arch.n_genes
+                ),
             ));
         }
         if self.batch.len() != self.counts.n_rows {
             return Err(Error::invalid(
                 "batch",
-                format!("has {} values for {} cells", self.batch.len(), self.counts.n_rows),
+                format!(
+                    "has {} values for {} cells",
+                    self.batch.len(),
+                    self.counts.n_rows
+                ),
             ));
         }
         if let Some(b) = self.batch.iter().find(|&&b| b as usize >= arch.n_batch) {
-            return Err(Error::invalid("batch", format!("code {b} is not one of the model's {} batches", arch.n_batch)));
+            return Err(Error::invalid(
+                "batch",
+                format!(
+                    "code {b} is not one of the model's {} batches",
+                    arch.n_batch
+                ),
+            ));
         }
-        if self.counts.values.iter().any(|v| !(v.is_finite() && *v >= 0.0)) {
+        if self
+            .counts
+            .values
+            .iter()
+            .any(|v| !(v.is_finite() && *v >= 0.0))
+        {
             return Err(Error::invalid("x", "counts must be finite and >= 0"));
         }
-        let log_library: Vec<f32> = self.counts.row_sums().iter().map(|s| s.ln() as f32).collect();
+        let log_library: Vec<f32> = self
+            .counts
+            .row_sums()
+            .iter()
+            .map(|s| s.ln() as f32)
+            .collect();
         if let Some(i) = log_library.iter().position(|l| !l.is_finite()) {
-            return Err(Error::invalid("x", format!("cell {} has zero total counts", i + 1)));
+            return Err(Error::invalid(
+                "x",
+                format!("cell {} has zero total counts", i + 1),
+            ));
         }
         Ok(log_library)
     }
@@ -130,7 +156,9 @@ impl Batchwise<'_> {
         let a = self.arch;
         let masks = |rng: &mut Xoshiro256PlusPlus, layers: usize| -> Vec<Tensor<2>> {
             if a.dropout_rate > 0.0 {
-                (0..layers).map(|_| dropout_mask(rng, n, a.n_hidden, a.dropout_rate, device)).collect()
+                (0..layers)
+                    .map(|_| dropout_mask(rng, n, a.n_hidden, a.dropout_rate, device))
+                    .collect()
             } else {
                 Vec::new()
             }
@@ -139,7 +167,11 @@ impl Batchwise<'_> {
             eps_z: standard_normal(rng, n, a.n_latent, device),
             eps_l: a.latent_library.then(|| standard_normal(rng, n, 1, device)),
             z_masks: masks(rng, a.n_layers),
-            l_masks: if a.latent_library { masks(rng, 1) } else { Vec::new() },
+            l_masks: if a.latent_library {
+                masks(rng, 1)
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -156,7 +188,12 @@ impl Batchwise<'_> {
         let inference = module.inference(self.log_counts(rows, device), &one_hot, noise);
         let library = match &inference.library {
             Some((_, _, l)) => l.clone(),
-            None => tensor_2d(rows.iter().map(|&r| self.log_library[r]).collect(), n, 1, device),
+            None => tensor_2d(
+                rows.iter().map(|&r| self.log_library[r]).collect(),
+                n,
+                1,
+                device,
+            ),
         };
         let generative = module.generative(inference.z.clone(), &one_hot);
         let scale = to_host(generative.scale_logits.clone());
@@ -169,7 +206,13 @@ impl Batchwise<'_> {
             log_theta: &log_theta,
             log_library: &log_library,
         };
-        let mut result = log_likelihood(self.arch.likelihood, self.data.counts, rows, &outputs, grad_scale);
+        let mut result = log_likelihood(
+            self.arch.likelihood,
+            self.data.counts,
+            rows,
+            &outputs,
+            grad_scale,
+        );
         let log_lik = std::mem::take(&mut result.log_lik);
         Pass {
             inference,
@@ -181,20 +224,46 @@ impl Batchwise<'_> {
     }
 
     /// Per-cell KL of z and of the latent library (zeros without one): `n x 1` each.
-    fn kl_terms(&self, pass: &Pass, rows: &[usize], device: &Device) -> (Tensor<2>, Option<Tensor<2>>) {
-        let kl_z = kl_standard_normal(pass.inference.qz_mean.clone(), pass.inference.qz_var.clone());
+    fn kl_terms(
+        &self,
+        pass: &Pass,
+        rows: &[usize],
+        device: &Device,
+    ) -> (Tensor<2>, Option<Tensor<2>>) {
+        let kl_z = kl_standard_normal(
+            pass.inference.qz_mean.clone(),
+            pass.inference.qz_var.clone(),
+        );
         let kl_l = pass.inference.library.as_ref().map(|(m, v, _)| {
             let n = rows.len();
             let prior = |stat: &[f64]| -> Tensor<2> {
-                tensor_2d(rows.iter().map(|&r| stat[self.data.batch[r] as usize] as f32).collect(), n, 1, device)
+                tensor_2d(
+                    rows.iter()
+                        .map(|&r| stat[self.data.batch[r] as usize] as f32)
+                        .collect(),
+                    n,
+                    1,
+                    device,
+                )
             };
-            kl_normal(m.clone(), v.clone(), prior(self.library_log_mean), prior(self.library_log_var))
+            kl_normal(
+                m.clone(),
+                v.clone(),
+                prior(self.library_log_mean),
+                prior(self.library_log_var),
+            )
         });
         (kl_z, kl_l)
     }
 
     /// Mean losses of a pass (cells weighted equally).
-    fn record(&self, pass: &Pass, kl_z: &Tensor<2>, kl_l: Option<&Tensor<2>>, kl_weight: f64) -> LossRecord {
+    fn record(
+        &self,
+        pass: &Pass,
+        kl_z: &Tensor<2>,
+        kl_l: Option<&Tensor<2>>,
+        kl_weight: f64,
+    ) -> LossRecord {
         let n = pass.log_lik.len() as f64;
         let reconstruction = -pass.log_lik.iter().sum::<f64>() / n;
         let mean = |t: &Tensor<2>| to_host(t.clone()).iter().map(|&v| v as f64).sum::<f64>() / n;
@@ -230,21 +299,31 @@ impl Batchwise<'_> {
         check_finite(record.loss, epoch, "training loss")?;
 
         let grads = pass.gradients.expect("a training pass has gradients");
-        let mut surrogate = (pass.generative.scale_logits * tensor_2d(grads.d_scale_logits, n, g, device)).sum()
-            + (module.px_r.val() * tensor_1d(grads.d_log_theta, device)).sum()
-            + kl_z.mean().mul_scalar(kl_weight);
+        let mut surrogate =
+            (pass.generative.scale_logits * tensor_2d(grads.d_scale_logits, n, g, device)).sum()
+                + (module.px_r.val() * tensor_1d(grads.d_log_theta, device)).sum()
+                + kl_z.mean().mul_scalar(kl_weight);
         if let Some(dropout) = pass.generative.dropout_logits {
-            surrogate = surrogate + (dropout * tensor_2d(grads.d_dropout_logits, n, g, device)).sum();
+            surrogate =
+                surrogate + (dropout * tensor_2d(grads.d_dropout_logits, n, g, device)).sum();
         }
         if let Some(kl_l) = kl_l {
-            surrogate = surrogate + (pass.library * tensor_2d(grads.d_log_library, n, 1, device)).sum() + kl_l.mean();
+            surrogate = surrogate
+                + (pass.library * tensor_2d(grads.d_log_library, n, 1, device)).sum()
+                + kl_l.mean();
         }
         let gradients = GradientsParams::from_grads(surrogate.backward(), &module);
         Ok((optim.step(lr, module, gradients), record))
     }
 
     /// Losses of an evaluation-mode pass over `cells` (z sampled, full KL).
-    fn evaluate(&self, module: &ScviModule, cells: &[usize], rng: &mut Xoshiro256PlusPlus, device: &Device) -> LossRecord {
+    fn evaluate(
+        &self,
+        module: &ScviModule,
+        cells: &[usize],
+        rng: &mut Xoshiro256PlusPlus,
+        device: &Device,
+    ) -> LossRecord {
         let mut total = LossRecord::default();
         for chunk in cells.chunks(EVAL_CHUNK) {
             let noise = StepNoise {
@@ -276,9 +355,19 @@ fn library_prior(log_library: &[f32], batch: &[u32], n_batch: usize) -> (Vec<f64
         sum_sq[b] += l * l;
         count[b] += 1.0;
     }
-    let mean: Vec<f64> = sum.iter().zip(&count).map(|(s, c)| if *c > 0.0 { s / c } else { 0.0 }).collect();
+    let mean: Vec<f64> = sum
+        .iter()
+        .zip(&count)
+        .map(|(s, c)| if *c > 0.0 { s / c } else { 0.0 })
+        .collect();
     let var = (0..n_batch)
-        .map(|b| if count[b] > 0.0 { (sum_sq[b] / count[b] - mean[b] * mean[b]).max(1e-4) } else { 1.0 })
+        .map(|b| {
+            if count[b] > 0.0 {
+                (sum_sq[b] / count[b] - mean[b] * mean[b]).max(1e-4)
+            } else {
+                1.0
+            }
+        })
         .collect();
     (mean, var)
 }
@@ -297,22 +386,32 @@ impl ScviModel {
         let log_library = data.check(&arch)?;
         let n_cells = data.counts.n_rows;
         if n_cells < 3 {
-            return Err(Error::invalid("x", format!("needs at least 3 cells to train, got {n_cells}")));
+            return Err(Error::invalid(
+                "x",
+                format!("needs at least 3 cells to train, got {n_cells}"),
+            ));
         }
         let inner = device.burn_device()?;
         let ad = inner.clone().autodiff();
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
         let mut module = ScviModule::new(&arch, &mut rng, &ad);
-        let (library_log_mean, library_log_var) = library_prior(&log_library, data.batch, arch.n_batch);
+        let (library_log_mean, library_log_var) =
+            library_prior(&log_library, data.batch, arch.n_batch);
         let split = DataSplit::random(n_cells, config.train_size, &mut rng);
         let mut optim = AdamConfig::new()
             .with_epsilon(config.adam_eps as f32)
-            .with_weight_decay((config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32)))
+            .with_weight_decay(
+                (config.weight_decay > 0.0)
+                    .then(|| WeightDecayConfig::new(config.weight_decay as f32)),
+            )
             .init();
         let max_epochs = config.epochs_for(n_cells);
-        let mut early_stopping = config
-            .early_stopping
-            .then(|| EarlyStopping::new(config.early_stopping_patience, config.early_stopping_min_delta));
+        let mut early_stopping = config.early_stopping.then(|| {
+            EarlyStopping::new(
+                config.early_stopping_patience,
+                config.early_stopping_min_delta,
+            )
+        });
         let work = Batchwise {
             arch: &arch,
             data,
@@ -330,7 +429,16 @@ impl ScviModel {
                 if observer.should_stop() {
                     return Err(Error::Interrupted);
                 }
-                let (updated, r) = work.train_step(module, &mut optim, config.lr, &rows, w, &mut rng, &ad, epoch + 1)?;
+                let (updated, r) = work.train_step(
+                    module,
+                    &mut optim,
+                    config.lr,
+                    &rows,
+                    w,
+                    &mut rng,
+                    &ad,
+                    epoch + 1,
+                )?;
                 module = updated;
                 let k = rows.len() as f64;
                 train.loss += k * r.loss;
@@ -386,7 +494,9 @@ impl ScviModel {
     ) -> Result<ScviModel> {
         validate_architecture(&arch)?;
         if library_log_mean.len() != arch.n_batch || library_log_var.len() != arch.n_batch {
-            return Err(Error::Format("library prior does not match the number of batches".into()));
+            return Err(Error::Format(
+                "library prior does not match the number of batches".into(),
+            ));
         }
         let inner = device.burn_device()?;
         let skeleton = ScviModule::new(&arch, &mut Xoshiro256PlusPlus::seed_from_u64(0), &inner);
@@ -426,7 +536,9 @@ impl ScviModel {
         let all: Vec<usize> = (0..n).collect();
         for rows in all.chunks(EVAL_CHUNK) {
             let one_hot = work.batch_one_hot(rows, &device);
-            let inf = self.module.inference(work.log_counts(rows, &device), &one_hot, None);
+            let inf = self
+                .module
+                .inference(work.log_counts(rows, &device), &one_hot, None);
             out.extend(to_host(inf.qz_mean).into_iter().map(|v| v as f64));
         }
         DenseMatrix::new(n, d, out)
@@ -443,8 +555,14 @@ impl ScviModel {
         library: LibraryScale,
     ) -> Result<Vec<f32>> {
         let log_library = data.check(&self.arch)?;
-        if let Some(b) = transform_batch.iter().find(|&&b| b as usize >= self.arch.n_batch) {
-            return Err(Error::invalid("transform_batch", format!("batch code {b} is not one of the model's batches")));
+        if let Some(b) = transform_batch
+            .iter()
+            .find(|&&b| b as usize >= self.arch.n_batch)
+        {
+            return Err(Error::invalid(
+                "transform_batch",
+                format!("batch code {b} is not one of the model's batches"),
+            ));
         }
         if let LibraryScale::Constant(c) = library {
             if !(c > 0.0 && c.is_finite()) {
@@ -459,7 +577,10 @@ impl ScviModel {
         let all: Vec<usize> = (0..n).collect();
         for (chunk_index, rows) in all.chunks(EVAL_CHUNK).enumerate() {
             let own = work.batch_one_hot(rows, &device);
-            let z = self.module.inference(work.log_counts(rows, &device), &own, None).z;
+            let z = self
+                .module
+                .inference(work.log_counts(rows, &device), &own, None)
+                .z;
             let decoders: Vec<Tensor<2>> = if transform_batch.is_empty() {
                 vec![own]
             } else {
@@ -477,7 +598,11 @@ impl ScviModel {
                         LibraryScale::Constant(c) => c as f32,
                         LibraryScale::Observed => log_library[r].exp(),
                     };
-                    softmax_accumulate(&logits[i * g..(i + 1) * g], weight * scale, &mut block[i * g..(i + 1) * g]);
+                    softmax_accumulate(
+                        &logits[i * g..(i + 1) * g],
+                        weight * scale,
+                        &mut block[i * g..(i + 1) * g],
+                    );
                 }
             }
         }
@@ -490,7 +615,12 @@ impl ScviModel {
         let work = self.batchwise(data, &log_library);
         let device = self.device.burn_device()?;
         let all: Vec<usize> = (0..data.counts.n_rows).collect();
-        Ok(work.evaluate(&self.module, &all, &mut Xoshiro256PlusPlus::seed_from_u64(seed), &device))
+        Ok(work.evaluate(
+            &self.module,
+            &all,
+            &mut Xoshiro256PlusPlus::seed_from_u64(seed),
+            &device,
+        ))
     }
 }
 

@@ -67,8 +67,20 @@ impl Encoder {
         n_layers: usize,
         device: &Device,
     ) -> Self {
-        let n_cat = if arch.encode_covariates { arch.n_batch } else { 0 };
-        let layers = FcLayers::new(rng, d_in, arch.n_hidden, n_layers, n_cat, arch.deeply_inject_covariates, device);
+        let n_cat = if arch.encode_covariates {
+            arch.n_batch
+        } else {
+            0
+        };
+        let layers = FcLayers::new(
+            rng,
+            d_in,
+            arch.n_hidden,
+            n_layers,
+            n_cat,
+            arch.deeply_inject_covariates,
+            device,
+        );
         Self {
             layers,
             mean: linear(rng, arch.n_hidden, d_out, device),
@@ -77,7 +89,12 @@ impl Encoder {
     }
 
     /// (mean, variance) of q.
-    pub fn forward(&self, x: Tensor<2>, batch: Option<&Tensor<2>>, masks: Option<&[Tensor<2>]>) -> (Tensor<2>, Tensor<2>) {
+    pub fn forward(
+        &self,
+        x: Tensor<2>,
+        batch: Option<&Tensor<2>>,
+        masks: &[Tensor<2>],
+    ) -> (Tensor<2>, Tensor<2>) {
         let h = self.layers.forward(x, batch, masks);
         let mean = self.mean.forward(h.clone());
         let var = self.log_var.forward(h).exp().add_scalar(VAR_EPS);
@@ -132,11 +149,22 @@ impl ScviModule {
             .latent_library
             .then(|| Encoder::new(rng, d_in, 1, arch, 1, device));
         let decoder = Decoder {
-            layers: FcLayers::new(rng, arch.n_latent, arch.n_hidden, arch.n_layers, arch.n_batch, true, device),
+            layers: FcLayers::new(
+                rng,
+                arch.n_latent,
+                arch.n_hidden,
+                arch.n_layers,
+                arch.n_batch,
+                true,
+                device,
+            ),
             scale: linear(rng, arch.n_hidden, arch.n_genes, device),
-            dropout: (arch.likelihood == GeneLikelihood::Zinb).then(|| linear(rng, arch.n_hidden, arch.n_genes, device)),
+            dropout: (arch.likelihood == GeneLikelihood::Zinb)
+                .then(|| linear(rng, arch.n_hidden, arch.n_genes, device)),
         };
-        let r: Vec<f32> = (0..arch.n_genes).map(|_| StandardNormal.sample(rng)).collect();
+        let r: Vec<f32> = (0..arch.n_genes)
+            .map(|_| StandardNormal.sample(rng))
+            .collect();
         Self {
             z_encoder,
             l_encoder,
@@ -146,18 +174,27 @@ impl ScviModule {
     }
 
     /// q(z|x) (and q(l|x)); with `noise` samples z (and l), else z is the posterior mean.
-    pub fn inference(&self, log_counts: Tensor<2>, batch: &Tensor<2>, noise: Option<&StepNoise>) -> Inference {
+    pub fn inference(
+        &self,
+        log_counts: Tensor<2>,
+        batch: &Tensor<2>,
+        noise: Option<&StepNoise>,
+    ) -> Inference {
         let (qz_mean, qz_var) = self.z_encoder.forward(
             log_counts.clone(),
             Some(batch),
-            noise.map(|n| n.z_masks.as_slice()),
+            noise.map_or(&[], |n| n.z_masks.as_slice()),
         );
         let z = match noise {
             Some(n) => qz_mean.clone() + qz_var.clone().sqrt() * n.eps_z.clone(),
             None => qz_mean.clone(),
         };
         let library = self.l_encoder.as_ref().map(|enc| {
-            let (m, v) = enc.forward(log_counts, Some(batch), noise.map(|n| n.l_masks.as_slice()));
+            let (m, v) = enc.forward(
+                log_counts,
+                Some(batch),
+                noise.map_or(&[], |n| n.l_masks.as_slice()),
+            );
             let l = match noise.and_then(|n| n.eps_l.as_ref()) {
                 Some(eps) => m.clone() + v.clone().sqrt() * eps.clone(),
                 None => m.clone(),
@@ -174,7 +211,7 @@ impl ScviModule {
 
     /// p(x|z, s): logits of the expression frequencies and of the zero inflation.
     pub fn generative(&self, z: Tensor<2>, batch: &Tensor<2>) -> Generative {
-        let h = self.decoder.layers.forward(z, Some(batch), None);
+        let h = self.decoder.layers.forward(z, Some(batch), &[]);
         Generative {
             scale_logits: self.decoder.scale.forward(h.clone()),
             dropout_logits: self.decoder.dropout.as_ref().map(|d| d.forward(h)),
@@ -191,7 +228,12 @@ pub fn kl_standard_normal(mean: Tensor<2>, var: Tensor<2>) -> Tensor<2> {
 }
 
 /// KL(N(m, v) || N(prior_mean, prior_var)) per cell for the log library: `n x 1`.
-pub fn kl_normal(mean: Tensor<2>, var: Tensor<2>, prior_mean: Tensor<2>, prior_var: Tensor<2>) -> Tensor<2> {
+pub fn kl_normal(
+    mean: Tensor<2>,
+    var: Tensor<2>,
+    prior_mean: Tensor<2>,
+    prior_var: Tensor<2>,
+) -> Tensor<2> {
     let diff = mean - prior_mean;
     ((prior_var.clone().log() - var.clone().log()) + (var + diff.powi_scalar(2)) / prior_var)
         .sub_scalar(1.0)
