@@ -28,7 +28,7 @@ APT_PACKAGES := r-base-dev r-cran-matrix r-cran-testthat r-bioc-singlecellexperi
   r-cran-seurat r-cran-ggplot2 r-cran-uwot r-cran-png
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: deps install test test-rust test-r demo wrappers bench clean
+.PHONY: deps install test test-rust test-r demo wrappers check-wrappers clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -48,8 +48,15 @@ install: deps
 wrappers:
 	cargo run --release --quiet -p cellweave-r --bin document --manifest-path $(CARGO_MANIFEST) > R/extendr-wrappers.R
 
+# The committed R/extendr-wrappers.R must match the Rust module.
+check-wrappers:
+	@cargo run --release --quiet -p cellweave-r --bin document --manifest-path $(CARGO_MANIFEST) 2>/dev/null \
+	  | diff -q - R/extendr-wrappers.R > /dev/null \
+	  || { echo "R/extendr-wrappers.R is out of date: run make wrappers"; exit 1; }
+
 test-rust: deps
 	cargo test --release $(RUST_TEST_PKGS) --manifest-path $(CARGO_MANIFEST)
+	$(MAKE) check-wrappers
 
 test-r: install
 	$(RLIBS_ENV) Rscript tests/run-tests.R
