@@ -164,6 +164,11 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
         "final valid ELBO  {:.3}",
         last.validation.map_or(f64::NAN, |v| v.elbo)
     );
+    let [fwd, lik, bwd, opt] = model.profile.per_step_ms();
+    println!(
+        "ms per step       {:.2} (forward {fwd:.2}, likelihood {lik:.2}, backward {bwd:.2}, optimizer {opt:.2})",
+        fwd + lik + bwd + opt
+    );
     println!("peak RSS MiB      {:.0}", peak_rss_mib());
 
     if let Some(path) = out {

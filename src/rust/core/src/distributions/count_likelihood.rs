@@ -105,12 +105,20 @@ pub fn log_likelihood<F: KernelFloat>(
 ) -> LikelihoodResult<F> {
     let n = rows.len();
     let g = counts.n_cols;
-    assert_eq!(out.scale_logits.len(), n * g, "scale logits must be cells x genes");
+    assert_eq!(
+        out.scale_logits.len(),
+        n * g,
+        "scale logits must be cells x genes"
+    );
     assert_eq!(out.log_theta.len(), g, "one dispersion per gene");
     assert_eq!(out.log_library.len(), n, "one library size per cell");
     let zinb = likelihood == GeneLikelihood::Zinb;
     if zinb {
-        assert_eq!(out.dropout_logits.map(|d| d.len()), Some(n * g), "ZINB needs dropout logits");
+        assert_eq!(
+            out.dropout_logits.map(|d| d.len()),
+            Some(n * g),
+            "ZINB needs dropout logits"
+        );
     }
     let with_grad = grad_scale.is_some();
     let c = grad_scale.unwrap_or(F::zero());
@@ -145,13 +153,20 @@ pub fn log_likelihood<F: KernelFloat>(
                 let i = task * CELLS_PER_TASK + k;
                 let cell = Cell {
                     scale_logits: &out.scale_logits[i * g..(i + 1) * g],
-                    dropout_logits: out.dropout_logits.filter(|_| zinb).map(|d| &d[i * g..(i + 1) * g]),
+                    dropout_logits: out
+                        .dropout_logits
+                        .filter(|_| zinb)
+                        .map(|d| &d[i * g..(i + 1) * g]),
                     log_library: out.log_library[i],
                     counts: counts.row(rows[i]),
                 };
                 let outputs = CellOutputs {
                     d_scale: &mut ds_out[k * g..(k + 1) * g],
-                    d_dropout: if zinb { &mut dd_out[k * g..(k + 1) * g] } else { &mut [] },
+                    d_dropout: if zinb {
+                        &mut dd_out[k * g..(k + 1) * g]
+                    } else {
+                        &mut []
+                    },
                     d_theta: &mut d_theta,
                     rho: &mut rho,
                     work: &mut work,
@@ -169,7 +184,11 @@ pub fn log_likelihood<F: KernelFloat>(
         })
         .collect();
 
-    let mut d_log_theta = if with_grad { vec![F::zero(); g] } else { Vec::new() };
+    let mut d_log_theta = if with_grad {
+        vec![F::zero(); g]
+    } else {
+        Vec::new()
+    };
     if with_grad {
         for part in &partial_d_theta {
             for (a, &b) in d_log_theta.iter_mut().zip(part) {
@@ -320,11 +339,18 @@ fn cell_generic<F: KernelFloat>(
         let inv_th_mu = (th + mu).recip();
         let nb0 = th * (r - log_th_mu);
         let xf = F::from(x).expect("a count converts to a float");
-        let (lgamma_ratio, digamma_diff) = gamma_ratio_terms(x as f64, to64(th), genes.lgamma_theta[j], genes.digamma_theta[j]);
+        let (lgamma_ratio, digamma_diff) = gamma_ratio_terms(
+            x as f64,
+            to64(th),
+            genes.lgamma_theta[j],
+            genes.digamma_theta[j],
+        );
         // lgamma(x + 1) is a constant of the data; kept so values match scvi-tools'.
         let log_nb = to64(nb0 + xf * (log_mu - log_th_mu)) + lgamma_ratio - ln_factorial(x as f64);
         let da = th * (xf - mu) * inv_th_mu;
-        let dr = th * (r - log_th_mu + one - (th + xf) * inv_th_mu + F::from(digamma_diff).expect("finite"));
+        let dr = th
+            * (r - log_th_mu + one - (th + xf) * inv_th_mu
+                + F::from(digamma_diff).expect("finite"));
         let (zero_term, zero_da, zero_dr);
         match cell.dropout_logits {
             Some(pi) => {
@@ -377,7 +403,10 @@ fn gamma_ratio_terms(x: f64, theta: f64, lgamma_theta: f64, digamma_theta: f64) 
         }
         (product.ln(), inv_sum)
     } else {
-        (ln_gamma(x + theta) - lgamma_theta, digamma(x + theta) - digamma_theta)
+        (
+            ln_gamma(x + theta) - lgamma_theta,
+            digamma(x + theta) - digamma_theta,
+        )
     }
 }
 
@@ -413,7 +442,8 @@ fn lane_sum<F: KernelFloat>(v: &[F]) -> F {
             acc[k] = acc[k] + chunk[k];
         }
     }
-    let mut total = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    let mut total =
+        ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
     for &t in tail {
         total = total + t;
     }
@@ -431,7 +461,9 @@ fn lane_max<F: KernelFloat>(v: &[F]) -> F {
             acc[k] = acc[k].max(chunk[k]);
         }
     }
-    acc.iter().chain(tail).fold(F::neg_infinity(), |a, &b| a.max(b))
+    acc.iter()
+        .chain(tail)
+        .fold(F::neg_infinity(), |a, &b| a.max(b))
 }
 
 /// softplus(x) and sigmoid(x) sharing one exponential (branch-free, so loops vectorise).
@@ -659,9 +691,17 @@ mod tests {
                 let (lr, dd) = gamma_ratio_terms(x, theta, ln_gamma(theta), digamma(theta));
                 let lr_ref = ln_gamma(x + theta) - ln_gamma(theta);
                 let dd_ref = digamma(x + theta) - digamma(theta);
-                assert!((lr - lr_ref).abs() < 1e-9 * lr_ref.abs().max(1.0), "lgamma ratio x={x} theta={theta}");
-                assert!((dd - dd_ref).abs() < 1e-9 * dd_ref.abs().max(1.0), "digamma diff x={x} theta={theta}");
-                assert!((ln_factorial(x) - ln_gamma(x + 1.0)).abs() < 1e-9 * ln_factorial(x).max(1.0));
+                assert!(
+                    (lr - lr_ref).abs() < 1e-9 * lr_ref.abs().max(1.0),
+                    "lgamma ratio x={x} theta={theta}"
+                );
+                assert!(
+                    (dd - dd_ref).abs() < 1e-9 * dd_ref.abs().max(1.0),
+                    "digamma diff x={x} theta={theta}"
+                );
+                assert!(
+                    (ln_factorial(x) - ln_gamma(x + 1.0)).abs() < 1e-9 * ln_factorial(x).max(1.0)
+                );
             }
         }
         assert!((ln_factorial(2000.0) - ln_gamma(2001.0)).abs() < 1e-9 * ln_gamma(2001.0));

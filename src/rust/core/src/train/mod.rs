@@ -149,6 +149,33 @@ pub struct EpochRecord {
     pub seconds: f64,
 }
 
+/// Where the training time went: seconds summed over all optimisation steps.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StepProfile {
+    pub steps: usize,
+    /// Network forward pass (encoder, sampling, decoder).
+    pub forward: f64,
+    /// Decoder outputs to the likelihood kernel, its evaluation and gradients.
+    pub likelihood: f64,
+    /// KL terms, the surrogate loss and the backward pass.
+    pub backward: f64,
+    /// The optimiser's update.
+    pub optimizer: f64,
+}
+
+impl StepProfile {
+    /// Milliseconds per step of each phase: (forward, likelihood, backward, optimizer).
+    pub fn per_step_ms(&self) -> [f64; 4] {
+        let k = 1e3 / self.steps.max(1) as f64;
+        [
+            self.forward * k,
+            self.likelihood * k,
+            self.backward * k,
+            self.optimizer * k,
+        ]
+    }
+}
+
 /// Receives each finished epoch and is asked, between minibatches, whether to stop.
 pub trait TrainingObserver {
     fn on_epoch_end(&mut self, record: &EpochRecord, max_epochs: usize);

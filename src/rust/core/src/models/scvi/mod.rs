@@ -26,8 +26,8 @@ use crate::distributions::{DecoderOutputs, log_likelihood};
 use crate::error::{Error, Result};
 use crate::nn::{dropout_mask, one_hot, standard_normal, tensor_1d, tensor_2d, to_host, weights};
 use crate::train::{
-    DataSplit, EarlyStopping, EpochRecord, LossRecord, TrainConfig, TrainingObserver, check_finite,
-    kl_weight, minibatches,
+    DataSplit, EarlyStopping, EpochRecord, LossRecord, StepProfile, TrainConfig, TrainingObserver,
+    check_finite, kl_weight, minibatches,
 };
 
 /// Cells per forward pass when nothing is trained (latent, expression, validation).
@@ -52,6 +52,8 @@ pub struct ScviModel {
     pub library_log_mean: Vec<f64>,
     pub library_log_var: Vec<f64>,
     pub history: Vec<EpochRecord>,
+    /// Where the training time went.
+    pub profile: StepProfile,
 }
 
 /// The data a model sees: counts (cells x genes) and each cell's batch code.
@@ -182,7 +184,9 @@ impl Batchwise<'_> {
         noise: Option<&StepNoise>,
         grad_scale: Option<f32>,
         device: &Device,
+        profile: &mut StepProfile,
     ) -> Pass {
+        let start = Instant::now();
         let n = rows.len();
         let one_hot = self.batch_one_hot(rows, device);
         let inference = module.inference(self.log_counts(rows, device), &one_hot, noise);
@@ -196,6 +200,8 @@ impl Batchwise<'_> {
             ),
         };
         let generative = module.generative(inference.z.clone(), &one_hot);
+        let network_done = Instant::now();
+        profile.forward += (network_done - start).as_secs_f64();
         let scale = to_host(generative.scale_logits.clone());
         let dropout = generative.dropout_logits.clone().map(to_host);
         let log_theta = to_host(module.px_r.val());
@@ -214,6 +220,7 @@ impl Batchwise<'_> {
             grad_scale,
         );
         let log_lik = std::mem::take(&mut result.log_lik);
+        profile.likelihood += network_done.elapsed().as_secs_f64();
         Pass {
             inference,
             generative,
@@ -289,11 +296,20 @@ impl Batchwise<'_> {
         rng: &mut Xoshiro256PlusPlus,
         device: &Device,
         epoch: usize,
+        profile: &mut StepProfile,
     ) -> Result<(ScviModule, LossRecord)> {
         let n = rows.len();
         let g = self.arch.n_genes;
         let noise = self.noise(rng, n, device);
-        let pass = self.forward(&module, rows, Some(&noise), Some(-1.0 / n as f32), device);
+        let pass = self.forward(
+            &module,
+            rows,
+            Some(&noise),
+            Some(-1.0 / n as f32),
+            device,
+            profile,
+        );
+        let backward_start = Instant::now();
         let (kl_z, kl_l) = self.kl_terms(&pass, rows, device);
         let record = self.record(&pass, &kl_z, kl_l.as_ref(), kl_weight);
         check_finite(record.loss, epoch, "training loss")?;
@@ -313,7 +329,12 @@ impl Batchwise<'_> {
                 + kl_l.mean();
         }
         let gradients = GradientsParams::from_grads(surrogate.backward(), &module);
-        Ok((optim.step(lr, module, gradients), record))
+        let optimizer_start = Instant::now();
+        profile.backward += (optimizer_start - backward_start).as_secs_f64();
+        let module = optim.step(lr, module, gradients);
+        profile.optimizer += optimizer_start.elapsed().as_secs_f64();
+        profile.steps += 1;
+        Ok((module, record))
     }
 
     /// Losses of an evaluation-mode pass over `cells` (z sampled, full KL).
@@ -331,7 +352,14 @@ impl Batchwise<'_> {
                 l_masks: Vec::new(),
                 ..self.noise(rng, chunk.len(), device)
             };
-            let pass = self.forward(module, chunk, Some(&noise), None, device);
+            let pass = self.forward(
+                module,
+                chunk,
+                Some(&noise),
+                None,
+                device,
+                &mut StepProfile::default(),
+            );
             let (kl_z, kl_l) = self.kl_terms(&pass, chunk, device);
             let r = self.record(&pass, &kl_z, kl_l.as_ref(), 1.0);
             let w = chunk.len() as f64 / cells.len() as f64;
@@ -420,6 +448,7 @@ impl ScviModel {
             library_log_var: &library_log_var,
         };
         let mut history = Vec::with_capacity(max_epochs);
+        let mut profile = StepProfile::default();
         for epoch in 0..max_epochs {
             let start = Instant::now();
             let w = kl_weight(epoch, config.n_epochs_kl_warmup);
@@ -438,6 +467,7 @@ impl ScviModel {
                     &mut rng,
                     &ad,
                     epoch + 1,
+                    &mut profile,
                 )?;
                 module = updated;
                 let k = rows.len() as f64;
@@ -481,6 +511,7 @@ impl ScviModel {
             library_log_mean,
             library_log_var,
             history,
+            profile,
         })
     }
 
@@ -508,6 +539,7 @@ impl ScviModel {
             library_log_mean,
             library_log_var,
             history: Vec::new(),
+            profile: StepProfile::default(),
         })
     }
 
