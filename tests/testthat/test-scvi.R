@@ -99,6 +99,21 @@ test_that("bad input gives a clear error naming the argument", {
     expect_error(calculateSCVI("counts", b), "`x` must be a genes x cells count matrix")
 })
 
+test_that("a diverging run stops with a message naming the epoch", {
+    expect_error(calculateSCVI(x, b, lr = 1e8, max_epochs = 20, verbose = FALSE),
+                 "non-finite loss at epoch 1")
+})
+
+test_that("early stopping ends training when the validation ELBO stalls", {
+    z <- calculateSCVI(x, b, early_stopping = TRUE, early_stopping_patience = 3,
+                       max_epochs = 200, verbose = FALSE)
+    h <- attr(z, "model")$history
+    expect_lt(nrow(h), 200)
+    best <- which.min(h$validation_elbo)
+    expect_equal(nrow(h), best + 3)
+    expect_error(calculateSCVI(x, b, early_stopping = TRUE, train_size = 1), "`early_stopping` needs a validation set")
+})
+
 test_that("the NB likelihood and a latent library size train too", {
     z <- calculateSCVI(x, b, max_epochs = 2, gene_likelihood = "nb", use_observed_lib_size = FALSE,
                        encode_covariates = TRUE, n_layers = 2, verbose = FALSE)

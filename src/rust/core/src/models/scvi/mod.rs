@@ -284,27 +284,23 @@ impl Batchwise<'_> {
         }
     }
 
-    /// One optimisation step on `rows`; returns the updated module and the step's losses.
-    #[allow(clippy::too_many_arguments)]
-    fn train_step(
+    /// The training loss on `rows` (KL weighted by `kl_weight`) and its gradients with respect
+    /// to every parameter.
+    fn loss_and_gradients(
         &self,
-        module: ScviModule,
-        optim: &mut ModuleOptimizer,
-        lr: f64,
+        module: &ScviModule,
         rows: &[usize],
+        noise: &StepNoise,
         kl_weight: f64,
-        rng: &mut Xoshiro256PlusPlus,
         device: &Device,
-        epoch: usize,
         profile: &mut StepProfile,
-    ) -> Result<(ScviModule, LossRecord)> {
+    ) -> (LossRecord, GradientsParams) {
         let n = rows.len();
         let g = self.arch.n_genes;
-        let noise = self.noise(rng, n, device);
         let pass = self.forward(
-            &module,
+            module,
             rows,
-            Some(&noise),
+            Some(noise),
             Some(-1.0 / n as f32),
             device,
             profile,
@@ -312,8 +308,6 @@ impl Batchwise<'_> {
         let backward_start = Instant::now();
         let (kl_z, kl_l) = self.kl_terms(&pass, rows, device);
         let record = self.record(&pass, &kl_z, kl_l.as_ref(), kl_weight);
-        check_finite(record.loss, epoch, "training loss")?;
-
         let grads = pass.gradients.expect("a training pass has gradients");
         let mut surrogate =
             (pass.generative.scale_logits * tensor_2d(grads.d_scale_logits, n, g, device)).sum()
@@ -328,9 +322,30 @@ impl Batchwise<'_> {
                 + (pass.library * tensor_2d(grads.d_log_library, n, 1, device)).sum()
                 + kl_l.mean();
         }
-        let gradients = GradientsParams::from_grads(surrogate.backward(), &module);
+        let gradients = GradientsParams::from_grads(surrogate.backward(), module);
+        profile.backward += backward_start.elapsed().as_secs_f64();
+        (record, gradients)
+    }
+
+    /// One optimisation step on `rows`; returns the updated module and the step's losses.
+    #[allow(clippy::too_many_arguments)]
+    fn train_step(
+        &self,
+        module: ScviModule,
+        optim: &mut ModuleOptimizer,
+        lr: f64,
+        rows: &[usize],
+        kl_weight: f64,
+        rng: &mut Xoshiro256PlusPlus,
+        device: &Device,
+        epoch: usize,
+        profile: &mut StepProfile,
+    ) -> Result<(ScviModule, LossRecord)> {
+        let noise = self.noise(rng, rows.len(), device);
+        let (record, gradients) =
+            self.loss_and_gradients(&module, rows, &noise, kl_weight, device, profile);
+        check_finite(record.loss, epoch, "training loss")?;
         let optimizer_start = Instant::now();
-        profile.backward += (optimizer_start - backward_start).as_secs_f64();
         let module = optim.step(lr, module, gradients);
         profile.optimizer += optimizer_start.elapsed().as_secs_f64();
         profile.steps += 1;
@@ -683,4 +698,171 @@ fn validate_architecture(arch: &ScviArchitecture) -> Result<()> {
         return Err(Error::invalid("dropout_rate", "must be in [0, 1)"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distributions::GeneLikelihood;
+    use burn::module::Param;
+    use rand::RngExt;
+
+    /// Counts of `n` cells x `g` genes from two batches with different means.
+    fn synthetic(n: usize, g: usize, seed: u64) -> (CsrMatrix, Vec<u32>) {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut indptr = vec![0];
+        let (mut indices, mut values) = (Vec::new(), Vec::new());
+        let batch: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
+        for &b in &batch {
+            for j in 0..g {
+                let rate = 0.3 + 2.0 * ((j + b as usize * 3) % 5) as f64;
+                // A crude Poisson draw: enough for a test of the machinery.
+                let mut k = 0;
+                let mut p = (-rate).exp();
+                let mut cdf = p;
+                let u: f64 = rng.random();
+                while u > cdf && k < 60 {
+                    k += 1;
+                    p *= rate / k as f64;
+                    cdf += p;
+                }
+                if k > 0 {
+                    indices.push(j as u32);
+                    values.push(k as f32);
+                }
+            }
+            if indptr.last() == Some(&indices.len()) {
+                indices.push(0);
+                values.push(1.0);
+            }
+            indptr.push(indices.len());
+        }
+        (
+            CsrMatrix::new(n, g, indptr, indices, values).unwrap(),
+            batch,
+        )
+    }
+
+    fn host_param<const D: usize>(p: &Param<Tensor<D>>) -> Vec<f32> {
+        to_host(p.val())
+    }
+
+    fn with_value<const D: usize>(p: &Param<Tensor<D>>, k: usize, value: f32) -> Param<Tensor<D>> {
+        let t = p.val();
+        let dims = t.dims();
+        let mut v = to_host(t.clone());
+        v[k] = value;
+        Param::from_tensor(Tensor::from_data(
+            burn::tensor::TensorData::new(v, dims),
+            &t.device(),
+        ))
+    }
+
+    /// The surrogate backward pass gives the gradient of the full loss (likelihood through the
+    /// decoder and encoder, reparameterised z, KL, latent library) for several parameters.
+    #[test]
+    fn gradients_of_the_whole_loss_match_finite_differences() {
+        for (likelihood, latent_library) in
+            [(GeneLikelihood::Zinb, false), (GeneLikelihood::Nb, true)]
+        {
+            let (counts, batch) = synthetic(24, 12, 3);
+            let arch = ScviArchitecture {
+                n_latent: 3,
+                n_hidden: 8,
+                likelihood,
+                latent_library,
+                ..ScviArchitecture::new(12, 2)
+            };
+            let data = CountsAndBatch {
+                counts: &counts,
+                batch: &batch,
+            };
+            let log_library = data.check(&arch).unwrap();
+            let (mean, var) = library_prior(&log_library, &batch, 2);
+            let work = Batchwise {
+                arch: &arch,
+                data,
+                log_library: &log_library,
+                library_log_mean: &mean,
+                library_log_var: &var,
+            };
+            let device = Device::flex().autodiff();
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
+            let module = ScviModule::new(&arch, &mut rng, &device);
+            let rows: Vec<usize> = (0..24).collect();
+            let noise = work.noise(&mut rng, rows.len(), &device);
+            let kl_weight = 0.7;
+            let mut profile = StepProfile::default();
+            let loss = |m: &ScviModule| {
+                work.loss_and_gradients(
+                    m,
+                    &rows,
+                    &noise,
+                    kl_weight,
+                    &device,
+                    &mut StepProfile::default(),
+                )
+                .0
+                .loss
+            };
+            let (_, grads) =
+                work.loss_and_gradients(&module, &rows, &noise, kl_weight, &device, &mut profile);
+
+            let h = 2e-3f32;
+            let mut checked = 0;
+            let mut check = |name: &str, analytic: f32, plus: ScviModule, minus: ScviModule| {
+                let fd = (loss(&plus) - loss(&minus)) / (2.0 * h as f64);
+                assert!(
+                    (fd - analytic as f64).abs() < 0.03 * fd.abs().max(0.05),
+                    "{likelihood:?} latent library {latent_library}: {name}: finite difference {fd} vs analytic {analytic}"
+                );
+                checked += 1;
+            };
+            // Gene dispersions.
+            let g_r = to_host(grads.get::<1>(module.px_r.id).unwrap());
+            let r = host_param(&module.px_r);
+            for k in [0, 7] {
+                let mut plus = module.clone();
+                plus.px_r = with_value(&module.px_r, k, r[k] + h);
+                let mut minus = module.clone();
+                minus.px_r = with_value(&module.px_r, k, r[k] - h);
+                check("px_r", g_r[k], plus, minus);
+            }
+            // Decoder output weights and the encoder's first layer and mean head.
+            let g_scale = to_host(grads.get::<2>(module.decoder.scale.weight.id).unwrap());
+            let w = host_param(&module.decoder.scale.weight);
+            for k in [3, 50] {
+                let mut plus = module.clone();
+                plus.decoder.scale.weight = with_value(&module.decoder.scale.weight, k, w[k] + h);
+                let mut minus = module.clone();
+                minus.decoder.scale.weight = with_value(&module.decoder.scale.weight, k, w[k] - h);
+                check("decoder scale weight", g_scale[k], plus, minus);
+            }
+            let first = &module.z_encoder.layers.layers[0].linear.weight;
+            let g_first = to_host(grads.get::<2>(first.id).unwrap());
+            let w = host_param(first);
+            let k = g_first
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+                .unwrap()
+                .0;
+            let mut plus = module.clone();
+            plus.z_encoder.layers.layers[0].linear.weight = with_value(first, k, w[k] + h);
+            let mut minus = module.clone();
+            minus.z_encoder.layers.layers[0].linear.weight = with_value(first, k, w[k] - h);
+            check("encoder first-layer weight", g_first[k], plus, minus);
+            let g_mean = to_host(grads.get::<2>(module.z_encoder.mean.weight.id).unwrap());
+            let w = host_param(&module.z_encoder.mean.weight);
+            for k in [0, 10] {
+                let mut plus = module.clone();
+                plus.z_encoder.mean.weight = with_value(&module.z_encoder.mean.weight, k, w[k] + h);
+                let mut minus = module.clone();
+                minus.z_encoder.mean.weight =
+                    with_value(&module.z_encoder.mean.weight, k, w[k] - h);
+                check("encoder mean weight", g_mean[k], plus, minus);
+            }
+            assert_eq!(checked, 7);
+        }
+    }
 }
