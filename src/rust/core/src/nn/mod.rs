@@ -6,6 +6,7 @@
 //! caller's `Xoshiro256PlusPlus`, never from a backend's RNG: that is what makes a seed give the
 //! same bits on every CPU backend.
 
+pub mod host;
 pub mod weights;
 
 use burn::module::{Module, Param};
@@ -156,11 +157,28 @@ impl FcLayers {
         covariates: Option<&Tensor<2>>,
         masks: &[Tensor<2>],
     ) -> Tensor<2> {
-        let mut h = x;
-        for (k, layer) in self.layers.iter().enumerate() {
-            if let Some(cat) =
-                covariates.filter(|_| self.n_cat > 0 && (k == 0 || self.inject_covariates))
-            {
+        let x = match covariates.filter(|_| self.n_cat > 0) {
+            Some(cat) => Tensor::cat(vec![x, cat.clone()], 1),
+            None => x,
+        };
+        let pre = self.layers[0].linear.forward(x);
+        self.forward_from_first_linear(pre, covariates, masks)
+    }
+
+    /// The stack given the first layer's linear output (computed elsewhere, e.g. on the host
+    /// from sparse counts).
+    pub fn forward_from_first_linear(
+        &self,
+        first_linear: Tensor<2>,
+        covariates: Option<&Tensor<2>>,
+        masks: &[Tensor<2>],
+    ) -> Tensor<2> {
+        let mut h = relu(self.layers[0].norm.forward(first_linear));
+        if let Some(mask) = masks.first() {
+            h = h * mask.clone();
+        }
+        for (k, layer) in self.layers.iter().enumerate().skip(1) {
+            if let Some(cat) = covariates.filter(|_| self.n_cat > 0 && self.inject_covariates) {
                 h = Tensor::cat(vec![h, cat.clone()], 1);
             }
             h = relu(layer.norm.forward(layer.linear.forward(h)));

@@ -17,13 +17,14 @@ use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 
-use module::{Generative, Inference, StepNoise, kl_normal, kl_standard_normal};
+use module::{CountsBatch, Inference, StepNoise, kl_normal, kl_standard_normal};
 pub use module::{ScviArchitecture, ScviModule};
 
 use crate::data::{CsrMatrix, DenseMatrix};
 use crate::device::ComputeDevice;
-use crate::distributions::{DecoderOutputs, log_likelihood};
+use crate::distributions::{DecoderOutputs, LikelihoodResult, log_likelihood};
 use crate::error::{Error, Result};
+use crate::nn::host::Gradients as HostGradients;
 use crate::nn::{dropout_mask, one_hot, standard_normal, tensor_1d, tensor_2d, to_host, weights};
 use crate::train::{
     DataSplit, EarlyStopping, EpochRecord, LossRecord, StepProfile, TrainConfig, TrainingObserver,
@@ -121,6 +122,8 @@ impl<'a> CountsAndBatch<'a> {
 struct Batchwise<'a> {
     arch: &'a ScviArchitecture,
     data: CountsAndBatch<'a>,
+    /// log1p of the stored counts (the encoders' input).
+    log1p_values: Vec<f32>,
     log_library: &'a [f32],
     library_log_mean: &'a [f64],
     library_log_var: &'a [f64],
@@ -128,30 +131,53 @@ struct Batchwise<'a> {
 
 /// One forward pass over `rows`: the network's outputs and the likelihood terms.
 struct Pass {
+    codes: Vec<u32>,
     inference: Inference,
-    generative: Generative,
     library: Tensor<2>,
+    decoder_hidden: Tensor<2>,
     log_lik: Vec<f64>,
-    gradients: Option<crate::distributions::LikelihoodResult<f32>>,
+    /// With a gradient: d loss / d decoder hidden layer (host), the kernel's gradients, and the
+    /// output heads' parameter gradients.
+    gradients: Option<(Vec<f32>, LikelihoodResult<f32>, HostGradients)>,
 }
 
-impl Batchwise<'_> {
-    /// log1p of the counts of `rows`, dense (only this minibatch is ever dense).
-    fn log_counts(&self, rows: &[usize], device: &Device) -> Tensor<2> {
-        let g = self.arch.n_genes;
-        let mut dense = vec![0f32; rows.len() * g];
-        for (i, &r) in rows.iter().enumerate() {
-            let (cols, vals) = self.data.counts.row(r);
-            for (&c, &v) in cols.iter().zip(vals) {
-                dense[i * g + c as usize] = v.ln_1p();
-            }
+impl<'a> Batchwise<'a> {
+    fn new(
+        arch: &'a ScviArchitecture,
+        data: CountsAndBatch<'a>,
+        log_library: &'a [f32],
+        library_log_mean: &'a [f64],
+        library_log_var: &'a [f64],
+    ) -> Self {
+        Self {
+            arch,
+            data,
+            log1p_values: data.counts.values.iter().map(|v| v.ln_1p()).collect(),
+            log_library,
+            library_log_mean,
+            library_log_var,
         }
-        tensor_2d(dense, rows.len(), g, device)
     }
 
-    fn batch_one_hot(&self, rows: &[usize], device: &Device) -> Tensor<2> {
+    /// Posterior mean of z for `rows` (evaluation mode) and the rows' batch one-hot.
+    fn posterior_mean(
+        &self,
+        module: &ScviModule,
+        rows: &[usize],
+        device: &Device,
+    ) -> (Tensor<2>, Tensor<2>) {
         let codes: Vec<u32> = rows.iter().map(|&r| self.data.batch[r]).collect();
-        one_hot(&codes, self.arch.n_batch, device)
+        let one_hot = one_hot(&codes, self.arch.n_batch, device);
+        let input = CountsBatch {
+            counts: self.data.counts,
+            log1p_values: &self.log1p_values,
+            rows,
+            batch: &codes,
+        };
+        (
+            module.inference(&input, &one_hot, None, false, device).z,
+            one_hot,
+        )
     }
 
     fn noise(&self, rng: &mut Xoshiro256PlusPlus, n: usize, device: &Device) -> StepNoise {
@@ -188,8 +214,15 @@ impl Batchwise<'_> {
     ) -> Pass {
         let start = Instant::now();
         let n = rows.len();
-        let one_hot = self.batch_one_hot(rows, device);
-        let inference = module.inference(self.log_counts(rows, device), &one_hot, noise);
+        let codes: Vec<u32> = rows.iter().map(|&r| self.data.batch[r]).collect();
+        let one_hot = one_hot(&codes, self.arch.n_batch, device);
+        let input = CountsBatch {
+            counts: self.data.counts,
+            log1p_values: &self.log1p_values,
+            rows,
+            batch: &codes,
+        };
+        let inference = module.inference(&input, &one_hot, noise, grad_scale.is_some(), device);
         let library = match &inference.library {
             Some((_, _, l)) => l.clone(),
             None => tensor_2d(
@@ -199,11 +232,14 @@ impl Batchwise<'_> {
                 device,
             ),
         };
-        let generative = module.generative(inference.z.clone(), &one_hot);
+        let decoder_hidden = module.decoder_hidden(inference.z.clone(), &one_hot);
+        let hidden = to_host(decoder_hidden.clone());
+        let (scale_head, dropout_head) = module.decoder_heads();
+        let scale = scale_head.forward(&hidden, n);
+        let dropout = dropout_head.as_ref().map(|d| d.forward(&hidden, n));
         let network_done = Instant::now();
         profile.forward += (network_done - start).as_secs_f64();
-        let scale = to_host(generative.scale_logits.clone());
-        let dropout = generative.dropout_logits.clone().map(to_host);
+
         let log_theta = to_host(module.px_r.val());
         let log_library = to_host(library.clone());
         let outputs = DecoderOutputs {
@@ -220,13 +256,35 @@ impl Batchwise<'_> {
             grad_scale,
         );
         let log_lik = std::mem::take(&mut result.log_lik);
+        let gradients = grad_scale.map(|_| {
+            let mut d_hidden = vec![0f32; n * self.arch.n_hidden];
+            let mut heads = HostGradients::default();
+            scale_head.backward(
+                &hidden,
+                &result.d_scale_logits,
+                n,
+                &mut d_hidden,
+                &mut heads,
+            );
+            if let Some(head) = &dropout_head {
+                head.backward(
+                    &hidden,
+                    &result.d_dropout_logits,
+                    n,
+                    &mut d_hidden,
+                    &mut heads,
+                );
+            }
+            (d_hidden, result, heads)
+        });
         profile.likelihood += network_done.elapsed().as_secs_f64();
         Pass {
+            codes,
             inference,
-            generative,
             library,
+            decoder_hidden,
             log_lik,
-            gradients: grad_scale.map(|_| result),
+            gradients,
         }
     }
 
@@ -285,7 +343,8 @@ impl Batchwise<'_> {
     }
 
     /// The training loss on `rows` (KL weighted by `kl_weight`) and its gradients with respect
-    /// to every parameter.
+    /// to every parameter. The host-side layers' gradients join the autodiff ones: the decoder
+    /// heads' directly, the encoders' first layers' from the gradients of their outputs.
     fn loss_and_gradients(
         &self,
         module: &ScviModule,
@@ -296,7 +355,6 @@ impl Batchwise<'_> {
         profile: &mut StepProfile,
     ) -> (LossRecord, GradientsParams) {
         let n = rows.len();
-        let g = self.arch.n_genes;
         let pass = self.forward(
             module,
             rows,
@@ -308,21 +366,38 @@ impl Batchwise<'_> {
         let backward_start = Instant::now();
         let (kl_z, kl_l) = self.kl_terms(&pass, rows, device);
         let record = self.record(&pass, &kl_z, kl_l.as_ref(), kl_weight);
-        let grads = pass.gradients.expect("a training pass has gradients");
+        let (d_hidden, likelihood, mut host) =
+            pass.gradients.expect("a training pass has gradients");
+        // d/dtheta of sum(t * c) with c constant is c: the surrogate carries the host gradients
+        // into the graph.
         let mut surrogate =
-            (pass.generative.scale_logits * tensor_2d(grads.d_scale_logits, n, g, device)).sum()
-                + (module.px_r.val() * tensor_1d(grads.d_log_theta, device)).sum()
+            (pass.decoder_hidden * tensor_2d(d_hidden, n, self.arch.n_hidden, device)).sum()
+                + (module.px_r.val() * tensor_1d(likelihood.d_log_theta, device)).sum()
                 + kl_z.mean().mul_scalar(kl_weight);
-        if let Some(dropout) = pass.generative.dropout_logits {
-            surrogate =
-                surrogate + (dropout * tensor_2d(grads.d_dropout_logits, n, g, device)).sum();
-        }
         if let Some(kl_l) = kl_l {
             surrogate = surrogate
-                + (pass.library * tensor_2d(grads.d_log_library, n, 1, device)).sum()
+                + (pass.library * tensor_2d(likelihood.d_log_library, n, 1, device)).sum()
                 + kl_l.mean();
         }
-        let gradients = GradientsParams::from_grads(surrogate.backward(), module);
+        let grads = surrogate.backward();
+        for (layer, output) in &pass.inference.first_layers {
+            let d_output = to_host(
+                output
+                    .grad(&grads)
+                    .expect("first-layer outputs track gradients"),
+            );
+            let covariate = (layer.d_in > self.arch.n_genes).then_some(pass.codes.as_slice());
+            layer.backward_sparse(
+                self.data.counts,
+                rows,
+                &self.log1p_values,
+                covariate,
+                &d_output,
+                &mut host,
+            );
+        }
+        let mut gradients = GradientsParams::from_grads(grads, module);
+        host.register_into(&mut gradients, &device.clone().inner());
         profile.backward += backward_start.elapsed().as_secs_f64();
         (record, gradients)
     }
@@ -455,13 +530,13 @@ impl ScviModel {
                 config.early_stopping_min_delta,
             )
         });
-        let work = Batchwise {
-            arch: &arch,
+        let work = Batchwise::new(
+            &arch,
             data,
-            log_library: &log_library,
-            library_log_mean: &library_log_mean,
-            library_log_var: &library_log_var,
-        };
+            &log_library,
+            &library_log_mean,
+            &library_log_var,
+        );
         let mut history = Vec::with_capacity(max_epochs);
         let mut profile = StepProfile::default();
         for epoch in 0..max_epochs {
@@ -563,13 +638,13 @@ impl ScviModel {
     }
 
     fn batchwise<'a>(&'a self, data: CountsAndBatch<'a>, log_library: &'a [f32]) -> Batchwise<'a> {
-        Batchwise {
-            arch: &self.arch,
+        Batchwise::new(
+            &self.arch,
             data,
             log_library,
-            library_log_mean: &self.library_log_mean,
-            library_log_var: &self.library_log_var,
-        }
+            &self.library_log_mean,
+            &self.library_log_var,
+        )
     }
 
     /// Posterior mean of z for every cell (cells x n_latent).
@@ -582,11 +657,8 @@ impl ScviModel {
         let mut out = Vec::with_capacity(n * d);
         let all: Vec<usize> = (0..n).collect();
         for rows in all.chunks(EVAL_CHUNK) {
-            let one_hot = work.batch_one_hot(rows, &device);
-            let inf = self
-                .module
-                .inference(work.log_counts(rows, &device), &one_hot, None);
-            out.extend(to_host(inf.qz_mean).into_iter().map(|v| v as f64));
+            let (z, _) = work.posterior_mean(&self.module, rows, &device);
+            out.extend(to_host(z).into_iter().map(|v| v as f64));
         }
         DenseMatrix::new(n, d, out)
     }
@@ -623,11 +695,7 @@ impl ScviModel {
         let mut out = vec![0f32; n * g];
         let all: Vec<usize> = (0..n).collect();
         for (chunk_index, rows) in all.chunks(EVAL_CHUNK).enumerate() {
-            let own = work.batch_one_hot(rows, &device);
-            let z = self
-                .module
-                .inference(work.log_counts(rows, &device), &own, None)
-                .z;
+            let (z, own) = work.posterior_mean(&self.module, rows, &device);
             let decoders: Vec<Tensor<2>> = if transform_batch.is_empty() {
                 vec![own]
             } else {
@@ -638,8 +706,10 @@ impl ScviModel {
             };
             let weight = 1.0 / decoders.len() as f32;
             let block = &mut out[chunk_index * EVAL_CHUNK * g..][..rows.len() * g];
+            let (scale_head, _) = self.module.decoder_heads();
             for one_hot in &decoders {
-                let logits = to_host(self.module.generative(z.clone(), one_hot).scale_logits);
+                let hidden = to_host(self.module.decoder_hidden(z.clone(), one_hot));
+                let logits = scale_head.forward(&hidden, rows.len());
                 for (i, &r) in rows.iter().enumerate() {
                     let scale = match library {
                         LibraryScale::Constant(c) => c as f32,
@@ -762,15 +832,20 @@ mod tests {
     /// decoder and encoder, reparameterised z, KL, latent library) for several parameters.
     #[test]
     fn gradients_of_the_whole_loss_match_finite_differences() {
-        for (likelihood, latent_library) in
-            [(GeneLikelihood::Zinb, false), (GeneLikelihood::Nb, true)]
-        {
+        let configs = [
+            (GeneLikelihood::Zinb, false, false, 1),
+            (GeneLikelihood::Nb, true, false, 1),
+            (GeneLikelihood::Zinb, true, true, 2),
+        ];
+        for (likelihood, latent_library, encode_covariates, n_layers) in configs {
             let (counts, batch) = synthetic(24, 12, 3);
             let arch = ScviArchitecture {
                 n_latent: 3,
                 n_hidden: 8,
                 likelihood,
                 latent_library,
+                encode_covariates,
+                n_layers,
                 ..ScviArchitecture::new(12, 2)
             };
             let data = CountsAndBatch {
@@ -779,13 +854,7 @@ mod tests {
             };
             let log_library = data.check(&arch).unwrap();
             let (mean, var) = library_prior(&log_library, &batch, 2);
-            let work = Batchwise {
-                arch: &arch,
-                data,
-                log_library: &log_library,
-                library_log_mean: &mean,
-                library_log_var: &var,
-            };
+            let work = Batchwise::new(&arch, data, &log_library, &mean, &var);
             let device = Device::flex().autodiff();
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
             let module = ScviModule::new(&arch, &mut rng, &device);
@@ -852,6 +921,15 @@ mod tests {
             let mut minus = module.clone();
             minus.z_encoder.layers.layers[0].linear.weight = with_value(first, k, w[k] - h);
             check("encoder first-layer weight", g_first[k], plus, minus);
+            if encode_covariates {
+                // The batch one-hot's rows follow the genes' (12 genes x 8 hidden units).
+                let k = 12 * 8 + 8 + 3;
+                let mut plus = module.clone();
+                plus.z_encoder.layers.layers[0].linear.weight = with_value(first, k, w[k] + h);
+                let mut minus = module.clone();
+                minus.z_encoder.layers.layers[0].linear.weight = with_value(first, k, w[k] - h);
+                check("encoder covariate weight", g_first[k], plus, minus);
+            }
             let g_mean = to_host(grads.get::<2>(module.z_encoder.mean.weight.id).unwrap());
             let w = host_param(&module.z_encoder.mean.weight);
             for k in [0, 10] {
@@ -862,7 +940,7 @@ mod tests {
                     with_value(&module.z_encoder.mean.weight, k, w[k] - h);
                 check("encoder mean weight", g_mean[k], plus, minus);
             }
-            assert_eq!(checked, 7);
+            assert_eq!(checked, if encode_covariates { 8 } else { 7 });
         }
     }
 }

@@ -8,8 +8,10 @@ use burn::tensor::{Device, Tensor};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand_distr::{Distribution, StandardNormal};
 
+use crate::data::CsrMatrix;
 use crate::distributions::GeneLikelihood;
-use crate::nn::{FcLayers, linear, tensor_1d};
+use crate::nn::host::HostLinear;
+use crate::nn::{FcLayers, linear, tensor_1d, tensor_2d};
 
 /// Variance floor of the Gaussian posteriors (scvi-tools' `var_eps`).
 const VAR_EPS: f64 = 1e-4;
@@ -88,14 +90,16 @@ impl Encoder {
         }
     }
 
-    /// (mean, variance) of q.
+    /// (mean, variance) of q given the first layer's linear output.
     pub fn forward(
         &self,
-        x: Tensor<2>,
+        first_linear: Tensor<2>,
         batch: Option<&Tensor<2>>,
         masks: &[Tensor<2>],
     ) -> (Tensor<2>, Tensor<2>) {
-        let h = self.layers.forward(x, batch, masks);
+        let h = self
+            .layers
+            .forward_from_first_linear(first_linear, batch, masks);
         let mean = self.mean.forward(h.clone());
         let var = self.log_var.forward(h).exp().add_scalar(VAR_EPS);
         (mean, var)
@@ -120,6 +124,16 @@ pub struct ScviModule {
     pub px_r: Param<Tensor<1>>,
 }
 
+/// The cells a pass sees: rows of a sparse count matrix and their batch codes.
+pub struct CountsBatch<'a> {
+    pub counts: &'a CsrMatrix,
+    /// log1p of `counts.values` (the encoder's input), computed once per data set.
+    pub log1p_values: &'a [f32],
+    pub rows: &'a [usize],
+    /// Batch code of each of `rows`.
+    pub batch: &'a [u32],
+}
+
 /// Random draws for one training step: reparameterisation noise and dropout masks.
 pub struct StepNoise {
     pub eps_z: Tensor<2>,
@@ -129,16 +143,14 @@ pub struct StepNoise {
 }
 
 pub struct Inference {
+    /// The encoders' first-layer outputs, computed on the host from the sparse counts, with the
+    /// host copies of those layers: z encoder first, then the library encoder.
+    pub first_layers: Vec<(HostLinear, Tensor<2>)>,
     pub qz_mean: Tensor<2>,
     pub qz_var: Tensor<2>,
     pub z: Tensor<2>,
     /// Latent library: (mean, variance, sampled log library), each `n x 1`.
     pub library: Option<(Tensor<2>, Tensor<2>, Tensor<2>)>,
-}
-
-pub struct Generative {
-    pub scale_logits: Tensor<2>,
-    pub dropout_logits: Option<Tensor<2>>,
 }
 
 impl ScviModule {
@@ -173,15 +185,28 @@ impl ScviModule {
         }
     }
 
-    /// q(z|x) (and q(l|x)); with `noise` samples z (and l), else z is the posterior mean.
+    /// q(z|x) (and q(l|x)) of log1p counts; with `noise` samples z (and l), else z is the
+    /// posterior mean. With `track_gradients` the first layers' outputs are autodiff leaves
+    /// whose gradients give those layers' weight gradients (see `first_layer_gradients`).
     pub fn inference(
         &self,
-        log_counts: Tensor<2>,
+        input: &CountsBatch<'_>,
         batch: &Tensor<2>,
         noise: Option<&StepNoise>,
+        track_gradients: bool,
+        device: &Device,
     ) -> Inference {
+        let n = input.rows.len();
+        let first = |encoder: &Encoder| -> (HostLinear, Tensor<2>) {
+            let layer = HostLinear::of(&encoder.layers.layers[0].linear);
+            let covariate = (encoder.layers.n_cat > 0).then_some(input.batch);
+            let pre = layer.forward_sparse(input.counts, input.rows, input.log1p_values, covariate);
+            let t = tensor_2d(pre, n, layer.d_out, device);
+            (layer, if track_gradients { t.require_grad() } else { t })
+        };
+        let mut first_layers = vec![first(&self.z_encoder)];
         let (qz_mean, qz_var) = self.z_encoder.forward(
-            log_counts.clone(),
+            first_layers[0].1.clone(),
             Some(batch),
             noise.map_or(&[], |n| n.z_masks.as_slice()),
         );
@@ -190,8 +215,9 @@ impl ScviModule {
             None => qz_mean.clone(),
         };
         let library = self.l_encoder.as_ref().map(|enc| {
+            first_layers.push(first(enc));
             let (m, v) = enc.forward(
-                log_counts,
+                first_layers[1].1.clone(),
                 Some(batch),
                 noise.map_or(&[], |n| n.l_masks.as_slice()),
             );
@@ -202,6 +228,7 @@ impl ScviModule {
             (m, v, l)
         });
         Inference {
+            first_layers,
             qz_mean,
             qz_var,
             z,
@@ -209,13 +236,18 @@ impl ScviModule {
         }
     }
 
-    /// p(x|z, s): logits of the expression frequencies and of the zero inflation.
-    pub fn generative(&self, z: Tensor<2>, batch: &Tensor<2>) -> Generative {
-        let h = self.decoder.layers.forward(z, Some(batch), &[]);
-        Generative {
-            scale_logits: self.decoder.scale.forward(h.clone()),
-            dropout_logits: self.decoder.dropout.as_ref().map(|d| d.forward(h)),
-        }
+    /// The decoder's last hidden layer for latent `z` and batch one-hot `batch`; the output
+    /// heads (hidden -> genes) run on the host, next to the likelihood.
+    pub fn decoder_hidden(&self, z: Tensor<2>, batch: &Tensor<2>) -> Tensor<2> {
+        self.decoder.layers.forward(z, Some(batch), &[])
+    }
+
+    /// Host copies of the output heads: expression-frequency logits, zero-inflation logits.
+    pub fn decoder_heads(&self) -> (HostLinear, Option<HostLinear>) {
+        (
+            HostLinear::of(&self.decoder.scale),
+            self.decoder.dropout.as_ref().map(HostLinear::of),
+        )
     }
 }
 
