@@ -9,13 +9,11 @@
 
 use burn::module::ParamId;
 use burn::nn::Linear;
-use burn::optim::GradientsParams;
-use burn::tensor::Device;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
-use super::{tensor_1d, tensor_2d, to_host};
+use super::to_host;
 use crate::data::CsrMatrix;
 
 /// A burn `Linear` layer copied to the host for one pass: forward and backward products run
@@ -70,9 +68,19 @@ impl HostLinear {
     ) {
         matmul_abt_add(d_x, d_output, &self.weight, n, self.d_out, self.d_in);
         let d_weight = matmul_atb(x, d_output, n, self.d_in, self.d_out);
-        grads.push(self.weight_id, vec![self.d_in, self.d_out], d_weight);
+        grads.push(
+            self.weight_id,
+            vec![self.d_in, self.d_out],
+            &self.weight,
+            d_weight,
+        );
         if let Some(id) = self.bias_id {
-            grads.push(id, vec![self.d_out], column_sums(d_output, n, self.d_out));
+            grads.push(
+                id,
+                vec![self.d_out],
+                &self.bias,
+                column_sums(d_output, n, self.d_out),
+            );
         }
     }
 
@@ -126,33 +134,53 @@ impl HostLinear {
                 }
             }
         }
-        grads.push(self.weight_id, vec![self.d_in, h], d_weight);
+        grads.push(self.weight_id, vec![self.d_in, h], &self.weight, d_weight);
         if let Some(id) = self.bias_id {
-            grads.push(id, vec![h], column_sums(d_output, d_output.len() / h, h));
+            grads.push(
+                id,
+                vec![h],
+                &self.bias,
+                column_sums(d_output, d_output.len() / h, h),
+            );
         }
     }
 }
 
-/// Parameter gradients computed on the host, to hand to the optimiser with the autodiff ones.
+/// Parameters whose gradients were computed on the host: their current values and gradients,
+/// updated on the host (`train::adam::HostAdam`) and written back to the module.
 #[derive(Default)]
 pub struct Gradients {
-    entries: Vec<(ParamId, Vec<usize>, Vec<f32>)>,
+    entries: Vec<HostParam>,
+}
+
+/// One parameter on the host: its id, shape, values and gradient.
+pub struct HostParam {
+    pub id: ParamId,
+    pub dims: Vec<usize>,
+    pub values: Vec<f32>,
+    pub gradient: Vec<f32>,
 }
 
 impl Gradients {
-    pub fn push(&mut self, id: ParamId, dims: Vec<usize>, values: Vec<f32>) {
-        self.entries.push((id, dims, values));
+    pub fn push(&mut self, id: ParamId, dims: Vec<usize>, values: &[f32], gradient: Vec<f32>) {
+        self.entries.push(HostParam {
+            id,
+            dims,
+            values: values.to_vec(),
+            gradient,
+        });
     }
 
-    /// Adds every gradient to `params` (tensors on `device`, the non-autodiff device).
-    pub fn register_into(self, params: &mut GradientsParams, device: &Device) {
-        for (id, dims, values) in self.entries {
-            if let [rows, cols] = dims[..] {
-                params.register(id, tensor_2d(values, rows, cols, device));
-            } else {
-                params.register(id, tensor_1d(values, device));
-            }
-        }
+    /// The gradient of parameter `id`, if it was computed here.
+    pub fn gradient(&self, id: ParamId) -> Option<&[f32]> {
+        self.entries
+            .iter()
+            .find(|e| e.id == id)
+            .map(|e| e.gradient.as_slice())
+    }
+
+    pub fn into_params(self) -> Vec<HostParam> {
+        self.entries
     }
 }
 

@@ -146,3 +146,28 @@ pub fn load_bytes<M: Module>(module: M, bytes: &[u8]) -> Result<M> {
     }
     Ok(module)
 }
+
+struct Replacer {
+    values: std::collections::HashMap<burn::module::ParamId, Vec<f32>>,
+}
+
+impl ModuleMapper for Replacer {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        match self.values.remove(&param.id) {
+            Some(values) => param.map(|t| {
+                let require_grad = t.is_require_grad();
+                Tensor::<D>::from_data(TensorData::new(values, t.dims()), &t.device())
+                    .set_require_grad(require_grad)
+            }),
+            None => param,
+        }
+    }
+}
+
+/// `module` with the parameters in `updates` (by id) set to the given values (same shapes).
+pub fn replace_params<M: Module>(module: M, updates: Vec<crate::nn::host::HostParam>) -> M {
+    let mut replacer = Replacer {
+        values: updates.into_iter().map(|p| (p.id, p.values)).collect(),
+    };
+    module.map(&mut replacer)
+}

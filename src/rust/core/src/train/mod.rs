@@ -2,6 +2,8 @@
 //! the max-epochs heuristic, early stopping, the per-epoch history, and the observer through
 //! which a caller shows progress and asks to stop.
 
+pub mod adam;
+
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::seq::SliceRandom;
 

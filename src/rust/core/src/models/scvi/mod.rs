@@ -26,6 +26,7 @@ use crate::distributions::{DecoderOutputs, LikelihoodResult, log_likelihood};
 use crate::error::{Error, Result};
 use crate::nn::host::Gradients as HostGradients;
 use crate::nn::{dropout_mask, one_hot, standard_normal, tensor_1d, tensor_2d, to_host, weights};
+use crate::train::adam::HostAdam;
 use crate::train::{
     DataSplit, EarlyStopping, EpochRecord, LossRecord, StepProfile, TrainConfig, TrainingObserver,
     check_finite, kl_weight, minibatches,
@@ -343,8 +344,8 @@ impl<'a> Batchwise<'a> {
     }
 
     /// The training loss on `rows` (KL weighted by `kl_weight`) and its gradients with respect
-    /// to every parameter. The host-side layers' gradients join the autodiff ones: the decoder
-    /// heads' directly, the encoders' first layers' from the gradients of their outputs.
+    /// to every parameter: the autodiff ones, and those of the host-side layers (the decoder
+    /// heads' directly, the encoders' first layers' from the gradients of their outputs).
     fn loss_and_gradients(
         &self,
         module: &ScviModule,
@@ -353,7 +354,7 @@ impl<'a> Batchwise<'a> {
         kl_weight: f64,
         device: &Device,
         profile: &mut StepProfile,
-    ) -> (LossRecord, GradientsParams) {
+    ) -> (LossRecord, GradientsParams, HostGradients) {
         let n = rows.len();
         let pass = self.forward(
             module,
@@ -396,10 +397,9 @@ impl<'a> Batchwise<'a> {
                 &mut host,
             );
         }
-        let mut gradients = GradientsParams::from_grads(grads, module);
-        host.register_into(&mut gradients, &device.clone().inner());
+        let gradients = GradientsParams::from_grads(grads, module);
         profile.backward += backward_start.elapsed().as_secs_f64();
-        (record, gradients)
+        (record, gradients, host)
     }
 
     /// One optimisation step on `rows`; returns the updated module and the step's losses.
@@ -407,8 +407,7 @@ impl<'a> Batchwise<'a> {
     fn train_step(
         &self,
         module: ScviModule,
-        optim: &mut ModuleOptimizer,
-        lr: f64,
+        optim: &mut Optimizers,
         rows: &[usize],
         kl_weight: f64,
         rng: &mut Xoshiro256PlusPlus,
@@ -417,11 +416,18 @@ impl<'a> Batchwise<'a> {
         profile: &mut StepProfile,
     ) -> Result<(ScviModule, LossRecord)> {
         let noise = self.noise(rng, rows.len(), device);
-        let (record, gradients) =
+        let (record, gradients, host) =
             self.loss_and_gradients(&module, rows, &noise, kl_weight, device, profile);
         check_finite(record.loss, epoch, "training loss")?;
         let optimizer_start = Instant::now();
-        let module = optim.step(lr, module, gradients);
+        let module = optim.burn.step(optim.lr, module, gradients);
+        let mut updated = host.into_params();
+        for p in &mut updated {
+            optim
+                .host
+                .step(optim.lr as f32, p.id, &mut p.values, &p.gradient);
+        }
+        let module = weights::replace_params(module, updated);
         profile.optimizer += optimizer_start.elapsed().as_secs_f64();
         profile.steps += 1;
         Ok((module, record))
@@ -460,6 +466,14 @@ impl<'a> Batchwise<'a> {
         }
         total
     }
+}
+
+/// The optimisers of one training run: burn's Adam for the autodiff parameters and the host
+/// Adam, with the same settings, for the host-side layers' parameters.
+struct Optimizers {
+    burn: ModuleOptimizer,
+    host: HostAdam,
+    lr: f64,
 }
 
 /// Mean and (population) variance of the log library size within each batch.
@@ -516,13 +530,17 @@ impl ScviModel {
         let (library_log_mean, library_log_var) =
             library_prior(&log_library, data.batch, arch.n_batch);
         let split = DataSplit::random(n_cells, config.train_size, &mut rng);
-        let mut optim = AdamConfig::new()
-            .with_epsilon(config.adam_eps as f32)
-            .with_weight_decay(
-                (config.weight_decay > 0.0)
-                    .then(|| WeightDecayConfig::new(config.weight_decay as f32)),
-            )
-            .init();
+        let mut optim = Optimizers {
+            burn: AdamConfig::new()
+                .with_epsilon(config.adam_eps as f32)
+                .with_weight_decay(
+                    (config.weight_decay > 0.0)
+                        .then(|| WeightDecayConfig::new(config.weight_decay as f32)),
+                )
+                .init(),
+            host: HostAdam::new(config.adam_eps as f32, config.weight_decay as f32),
+            lr: config.lr,
+        };
         let max_epochs = config.epochs_for(n_cells);
         let mut early_stopping = config.early_stopping.then(|| {
             EarlyStopping::new(
@@ -551,7 +569,6 @@ impl ScviModel {
                 let (updated, r) = work.train_step(
                     module,
                     &mut optim,
-                    config.lr,
                     &rows,
                     w,
                     &mut rng,
@@ -874,7 +891,7 @@ mod tests {
                 .0
                 .loss
             };
-            let (_, grads) =
+            let (_, grads, host) =
                 work.loss_and_gradients(&module, &rows, &noise, kl_weight, &device, &mut profile);
 
             let h = 2e-3f32;
@@ -898,7 +915,11 @@ mod tests {
                 check("px_r", g_r[k], plus, minus);
             }
             // Decoder output weights and the encoder's first layer and mean head.
-            let g_scale = to_host(grads.get::<2>(module.decoder.scale.weight.id).unwrap());
+            assert!(grads.get::<2>(module.decoder.scale.weight.id).is_none());
+            let g_scale = host
+                .gradient(module.decoder.scale.weight.id)
+                .unwrap()
+                .to_vec();
             let w = host_param(&module.decoder.scale.weight);
             for k in [3, 50] {
                 let mut plus = module.clone();
@@ -908,7 +929,7 @@ mod tests {
                 check("decoder scale weight", g_scale[k], plus, minus);
             }
             let first = &module.z_encoder.layers.layers[0].linear.weight;
-            let g_first = to_host(grads.get::<2>(first.id).unwrap());
+            let g_first = host.gradient(first.id).unwrap().to_vec();
             let w = host_param(first);
             let k = g_first
                 .iter()
