@@ -184,3 +184,49 @@ pub fn encode_labels(values: &[String]) -> (Vec<u32>, Vec<String>) {
         .collect();
     (codes, levels)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn reads_gzipped_matrix_market_as_cells_by_genes() {
+        let dir = std::env::temp_dir().join(format!("cellweave-mtx-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("counts.mtx.gz");
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&path).unwrap(),
+            flate2::Compression::fast(),
+        );
+        // 3 genes x 2 cells: cell 1 has gene 1 = 5 and gene 3 = 1; cell 2 has gene 2 = 2.
+        write!(gz, "%%MatrixMarket matrix coordinate integer general\n% a comment\n3 2 3\n3 1 1\n1 1 5\n2 2 2\n").unwrap();
+        gz.finish().unwrap();
+        let m = read_mtx_genes_by_cells(&path).unwrap();
+        assert_eq!((m.n_rows, m.n_cols), (2, 3));
+        assert_eq!(m.row(0), (&[0u32, 2][..], &[5f32, 1.0][..]));
+        assert_eq!(m.row(1), (&[1u32][..], &[2f32][..]));
+
+        let bad = dir.join("bad.mtx");
+        std::fs::write(
+            &bad,
+            "%%MatrixMarket matrix coordinate integer general\n2 2 1\n3 1 1\n",
+        )
+        .unwrap();
+        assert!(
+            read_mtx_genes_by_cells(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("out of range")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn labels_are_coded_in_order_of_appearance() {
+        let values: Vec<String> = ["b", "a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let (codes, levels) = encode_labels(&values);
+        assert_eq!(codes, vec![0, 1, 0, 2]);
+        assert_eq!(levels, vec!["b", "a", "c"]);
+    }
+}
