@@ -2,7 +2,11 @@
 //!
 //! Usage: cellweave-bench <command> [options]; `cellweave-bench <command> --help` for details.
 
+mod classic_io;
 mod common;
+mod harmony;
+mod mnn;
+mod pca;
 
 use std::process::ExitCode;
 
@@ -14,6 +18,9 @@ fn main() -> ExitCode {
     };
     let rest: Vec<_> = args.collect();
     let result = match command.to_string_lossy().as_ref() {
+        "pca" => pca::main(rest),
+        "harmony" => harmony::main(rest),
+        "mnn" => mnn::main(rest),
         other => Err(format!("unknown command `{other}`; commands: {}", COMMANDS.join(", "))),
     };
     match result {
@@ -25,4 +32,4 @@ fn main() -> ExitCode {
     }
 }
 
-const COMMANDS: &[&str] = &[];
+const COMMANDS: &[&str] = &["pca", "harmony", "mnn"];
