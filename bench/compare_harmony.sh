@@ -24,27 +24,33 @@ echo "== PCA (cellweave): log-normalised, HVGs of $DATA/hvg2000.txt, 50 componen
 "$BENCH" pca --data "$DATA" --genes "$DATA/hvg2000.txt" --n-comps 50 --out "$OUT/pca50.tsv"
 
 median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-: > "$OUT/times_cellweave.txt"; : > "$OUT/times_harmonypy.txt"; : > "$OUT/times_harmonypy_matched.txt"
+# Wall and CPU seconds (process CPU time: on a busy machine it measures the work better).
+for f in cellweave harmonypy harmonypy_matched; do : > "$OUT/wall_$f.txt"; : > "$OUT/cpu_$f.txt"; done
+record() { # record NAME LOG: append the times printed in LOG
+    grep " seconds:" "$2" | grep -v cpu | awk '{print $NF}' >> "$OUT/wall_$1.txt"
+    grep "cpu seconds:" "$2" | awk '{print $NF}' >> "$OUT/cpu_$1.txt"
+}
 for r in $(seq "$REPEATS"); do
     echo "== repeat $r/$REPEATS ($THREADS thread(s); load: $(cut -d' ' -f1-3 /proc/loadavg))"
     RAYON_NUM_THREADS=$THREADS "$BENCH" harmony --embedding "$OUT/pca50.tsv" --cells "$DATA/cells.tsv" \
-        --out "$OUT/harmony_cellweave.tsv" 2>/dev/null | tee "$OUT/log_cellweave.txt" | grep -v "seconds:"
-    grep "harmony seconds:" "$OUT/log_cellweave.txt" | awk '{print $3}' >> "$OUT/times_cellweave.txt"
+        --out "$OUT/harmony_cellweave.tsv" 2>/dev/null > "$OUT/log.txt"
+    grep -v "seconds:" "$OUT/log.txt"; record cellweave "$OUT/log.txt"
     for mode in defaults matched; do
-        suffix=$([ "$mode" = defaults ] && echo "" || echo "_matched")
+        name=$([ "$mode" = defaults ] && echo harmonypy || echo harmonypy_matched)
         OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS "$PEERS_PY" bench/run_harmonypy.py \
-            "$OUT/pca50.tsv" "$DATA/cells.tsv" "$OUT/harmonypy$suffix.tsv" "$mode" "$THREADS" \
-            | tee "$OUT/log_harmonypy.txt" | grep -v "seconds:"
-        grep "harmonypy seconds:" "$OUT/log_harmonypy.txt" | awk '{print $3}' >> "$OUT/times_harmonypy$suffix.txt"
+            "$OUT/pca50.tsv" "$DATA/cells.tsv" "$OUT/$name.tsv" "$mode" "$THREADS" > "$OUT/log.txt"
+        grep -v "seconds:" "$OUT/log.txt"; record "$name" "$OUT/log.txt"
     done
 done
-cw=$(median < "$OUT/times_cellweave.txt")
-hp=$(median < "$OUT/times_harmonypy.txt")
-hpm=$(median < "$OUT/times_harmonypy_matched.txt")
 echo "== Harmony run time, median of $REPEATS, $THREADS thread(s), $(( $(wc -l < "$OUT/pca50.tsv") - 1 )) cells x 50 PCs"
-awk -v cw="$cw" -v hp="$hp" -v hpm="$hpm" 'BEGIN {
-    printf "cellweave %.2f s | harmonypy (its defaults) %.2f s | harmonypy (cellweave settings) %.2f s\n", cw, hp, hpm
-    printf "ratio cellweave / harmonypy: %.2f (defaults), %.2f (same settings)\n", cw / hp, cw / hpm }'
+for kind in wall cpu; do
+    cw=$(median < "$OUT/${kind}_cellweave.txt")
+    hp=$(median < "$OUT/${kind}_harmonypy.txt")
+    hpm=$(median < "$OUT/${kind}_harmonypy_matched.txt")
+    awk -v k="$kind" -v cw="$cw" -v hp="$hp" -v hpm="$hpm" 'BEGIN {
+        printf "%-4s cellweave %.2f s | harmonypy (its defaults) %.2f s | harmonypy (cellweave settings) %.2f s", k, cw, hp, hpm
+        printf " | ratio cellweave/harmonypy %.2f (defaults), %.2f (same settings)\n", cw / hp, cw / hpm }'
+done
 
 echo "== fastMNN (cellweave): cosine normalisation, multi-batch PCA (d = 50), k = 20"
 RAYON_NUM_THREADS=$THREADS "$BENCH" mnn --data "$DATA" --genes "$DATA/hvg2000.txt" --out "$OUT/fastmnn_cellweave.tsv"

@@ -116,3 +116,20 @@ pub fn parsed<T: std::str::FromStr>(parser: &mut lexopt::Parser, name: &str) -> 
     v.parse()
         .map_err(|_| format!("--{name}: cannot read `{v}`"))
 }
+
+/// CPU time (user + system, all threads) this process has used, in seconds (Linux
+/// /proc/self/stat; NaN elsewhere). On a busy machine it measures work better than wall time.
+pub fn cpu_seconds() -> f64 {
+    let ticks_per_second = 100.0; // USER_HZ, 100 on every Linux configuration in use
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / ticks_per_second)
+        })
+        .unwrap_or(f64::NAN)
+}
