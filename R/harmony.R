@@ -34,10 +34,11 @@
 #'   (clustering iterations per round), `"converged"` and `"nclust"`.
 #' @examples
 #' sce <- readRDS(system.file("extdata", "kang_ifnb_subsample.rds", package = "cellweave"))
-#' counts <- SingleCellExperiment::counts(sce)[1:500, 1:600]
+#' cells <- c(1:300, 1501:1800) # 300 control and 300 stimulated cells
+#' counts <- SingleCellExperiment::counts(sce)[1:500, cells]
 #' logexp <- log1p(Matrix::t(Matrix::t(counts) * (1e4 / Matrix::colSums(counts))))
 #' pcs <- prcomp(t(as.matrix(logexp)), rank. = 20)$x
-#' z <- calculateHarmony(pcs, sce$batch[1:600])
+#' z <- calculateHarmony(pcs, sce$batch[cells])
 #' dim(z)
 #' attr(z, "converged")
 #' @export

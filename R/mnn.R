@@ -30,9 +30,10 @@
 #'   at each merge) and, for expression input, `"rotation"` (genes x `d`).
 #' @examples
 #' sce <- readRDS(system.file("extdata", "kang_ifnb_subsample.rds", package = "cellweave"))
-#' counts <- SingleCellExperiment::counts(sce)[, 1:600]
+#' cells <- c(1:300, 1501:1800) # 300 control and 300 stimulated cells
+#' counts <- SingleCellExperiment::counts(sce)[, cells]
 #' logexp <- log1p(Matrix::t(Matrix::t(counts) * (1e4 / Matrix::colSums(counts))))
-#' z <- calculateFastMNN(logexp, sce$batch[1:600], d = 20)
+#' z <- calculateFastMNN(logexp, sce$batch[cells], d = 20)
 #' dim(z)
 #' attr(z, "merge.info")
 #' @export
