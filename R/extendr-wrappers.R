@@ -27,3 +27,16 @@ cw_scvi_expression <- function(arch, library_log_mean, library_log_var, weights,
 #' @noRd
 cw_scvi_elbo <- function(arch, library_log_mean, library_log_var, weights, device, p, i, x, dim, batch, seed) .Call(wrap__cw_scvi_elbo, arch, library_log_mean, library_log_var, weights, device, p, i, x, dim, batch, seed)
 
+#' Harmony on an embedding (`x`: cells x dims, column-major values). `batches`: a list of
+#' 0-based integer codes, one vector per batch variable.
+#' @noRd
+cw_harmony <- function(x, nrow, ncol, batches, options, verbose) .Call(wrap__cw_harmony, x, nrow, ncol, batches, options, verbose)
+
+#' fastMNN on log-expression given as the slots of a dgCMatrix (genes x cells).
+#' @noRd
+cw_fastmnn <- function(p, i, x, dim, batch, options) .Call(wrap__cw_fastmnn, p, i, x, dim, batch, options)
+
+#' fastMNN on a low-dimensional embedding (cells x dims, column-major values).
+#' @noRd
+cw_reduced_mnn <- function(x, nrow, ncol, batch, options) .Call(wrap__cw_reduced_mnn, x, nrow, ncol, batch, options)
+

@@ -2,7 +2,11 @@
 //!
 //! Usage: cellweave-bench <command> [options]; `cellweave-bench <command> --help` for details.
 
+mod classic_io;
 mod common;
+mod harmony;
+mod mnn;
+mod pca;
 mod scvi;
 
 use std::process::ExitCode;
@@ -19,10 +23,10 @@ fn main() -> ExitCode {
     let rest: Vec<_> = args.collect();
     let result = match command.to_string_lossy().as_ref() {
         "scvi" => scvi::main(rest),
-        other => Err(format!(
-            "unknown command `{other}`; commands: {}",
-            COMMANDS.join(", ")
-        )),
+        "pca" => pca::main(rest),
+        "harmony" => harmony::main(rest),
+        "mnn" => mnn::main(rest),
+        other => Err(format!("unknown command `{other}`; commands: {}", COMMANDS.join(", "))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -33,4 +37,4 @@ fn main() -> ExitCode {
     }
 }
 
-const COMMANDS: &[&str] = &["scvi"];
+const COMMANDS: &[&str] = &["scvi", "pca", "harmony", "mnn"];
