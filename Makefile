@@ -24,8 +24,8 @@ RLIBS_ENV := $(if $(RLIB),R_LIBS=$(abspath $(RLIB)),)
 CARGO_MANIFEST := src/rust/Cargo.toml
 RUST_TEST_PKGS := -p cellweave-core -p cellweave-bench
 
-APT_PACKAGES := r-base-dev r-cran-matrix r-cran-testthat r-bioc-singlecellexperiment \
-  r-cran-seurat r-cran-ggplot2 r-cran-uwot r-cran-png
+APT_PACKAGES := r-base-dev r-cran-matrix r-cran-testthat r-bioc-singlecellexperiment r-bioc-scater \
+  r-cran-seurat r-cran-ggplot2 r-cran-uwot r-cran-patchwork
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: deps install test test-rust test-r demo wrappers check-wrappers clean
