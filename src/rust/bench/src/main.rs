@@ -26,7 +26,10 @@ fn main() -> ExitCode {
         "pca" => pca::main(rest),
         "harmony" => harmony::main(rest),
         "mnn" => mnn::main(rest),
-        other => Err(format!("unknown command `{other}`; commands: {}", COMMANDS.join(", "))),
+        other => Err(format!(
+            "unknown command `{other}`; commands: {}",
+            COMMANDS.join(", ")
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,7 +11,7 @@ use cellweave_core::distributions::GeneLikelihood;
 use cellweave_core::models::scvi::{CountsAndBatch, ScviArchitecture, ScviModel};
 use cellweave_core::train::{EpochRecord, TrainConfig, TrainingObserver};
 
-use crate::common::{number, option_name, peak_rss_mib, set_threads, value};
+use crate::common::{number, option_name, peak_rss_mib, process_cpu_seconds, set_threads, value};
 
 const USAGE: &str =
     "usage: cellweave-bench scvi --data DIR [--genes FILE] [--batch-key batch] [--epochs N]
@@ -135,8 +135,10 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
         batch: &batch,
     };
     let t_train = Instant::now();
+    let cpu_start = process_cpu_seconds();
     let model = ScviModel::train(arch, &config, input, device, &mut progress).map_err(err)?;
     let train_s = t_train.elapsed().as_secs_f64();
+    let train_cpu_s = process_cpu_seconds() - cpu_start;
     let epoch_s: Vec<f64> = model.history.iter().map(|r| r.seconds).collect();
     let mut sorted = epoch_s.clone();
     sorted.sort_by(f64::total_cmp);
@@ -158,6 +160,10 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
         epoch_s.iter().sum::<f64>() / epoch_s.len() as f64
     );
     println!("train cells/s     {:.0}", n_train / median);
+    println!(
+        "cpu seconds/epoch {:.4} (process CPU time over all epochs)",
+        train_cpu_s / epoch_s.len() as f64
+    );
     println!("latent seconds    {latent_s:.3}");
     println!("final train loss  {:.3}", last.train.loss);
     println!(
