@@ -18,7 +18,10 @@ pub fn knn_exact(data: &DenseMatrix, k: usize) -> Result<KnnGraph> {
     if k == 0 || k >= data.n_rows {
         return Err(Error::invalid(
             "k",
-            format!("must be between 1 and the number of cells - 1 ({}), not {k}", data.n_rows.saturating_sub(1)),
+            format!(
+                "must be between 1 and the number of cells - 1 ({}), not {k}",
+                data.n_rows.saturating_sub(1)
+            ),
         ));
     }
     Ok(search(data, data, k, true))
@@ -29,13 +32,19 @@ pub fn knn_query_exact(reference: &DenseMatrix, query: &DenseMatrix, k: usize) -
     if reference.n_cols != query.n_cols {
         return Err(Error::invalid(
             "query",
-            format!("has {} dimensions, the reference {}", query.n_cols, reference.n_cols),
+            format!(
+                "has {} dimensions, the reference {}",
+                query.n_cols, reference.n_cols
+            ),
         ));
     }
     if k == 0 || k > reference.n_rows {
         return Err(Error::invalid(
             "k",
-            format!("must be between 1 and the number of reference cells ({}), not {k}", reference.n_rows),
+            format!(
+                "must be between 1 and the number of reference cells ({}), not {k}",
+                reference.n_rows
+            ),
         ));
     }
     Ok(search(reference, query, k, false))
@@ -45,7 +54,10 @@ fn search(reference: &DenseMatrix, query: &DenseMatrix, k: usize, exclude_self: 
     let d = reference.n_cols;
     let n_ref = reference.n_rows;
     let ref32: Vec<f32> = reference.data.iter().map(|&v| v as f32).collect();
-    let ref_norms: Vec<f32> = ref32.chunks(d.max(1)).map(|r| r.iter().map(|v| v * v).sum()).collect();
+    let ref_norms: Vec<f32> = ref32
+        .chunks(d.max(1))
+        .map(|r| r.iter().map(|v| v * v).sum())
+        .collect();
     let ref_mat = MatRef::from_row_major_slice(&ref32, n_ref, d);
     let n_q = query.n_rows;
     let mut indices = vec![0u32; n_q * k];
@@ -57,13 +69,23 @@ fn search(reference: &DenseMatrix, query: &DenseMatrix, k: usize, exclude_self: 
         .for_each(|(block, (idx_out, dist_out))| {
             let start = block * BLOCK;
             let rows = idx_out.len() / k;
-            let q32: Vec<f32> = query.data[start * d..(start + rows) * d].iter().map(|&v| v as f32).collect();
+            let q32: Vec<f32> = query.data[start * d..(start + rows) * d]
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
             let q_mat = MatRef::from_row_major_slice(&q32, rows, d);
             // dots[i, j] = q_i . r_j, stored row-major (rows x n_ref).
             let mut dots = vec![0f32; rows * n_ref];
             {
                 let dst = MatMut::from_row_major_slice_mut(&mut dots, rows, n_ref);
-                matmul(dst, Accum::Replace, q_mat, ref_mat.transpose(), 1.0f32, Par::Seq);
+                matmul(
+                    dst,
+                    Accum::Replace,
+                    q_mat,
+                    ref_mat.transpose(),
+                    1.0f32,
+                    Par::Seq,
+                );
             }
             let mut candidates: Vec<(f32, u32)> = Vec::with_capacity(n_ref);
             for i in 0..rows {
@@ -80,7 +102,9 @@ fn search(reference: &DenseMatrix, query: &DenseMatrix, k: usize, exclude_self: 
                 // Keep a margin beyond k so that f32 rounding cannot drop a true neighbour.
                 let keep = (k + 8).min(candidates.len());
                 if keep < candidates.len() {
-                    candidates.select_nth_unstable_by(keep - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                    candidates.select_nth_unstable_by(keep - 1, |a, b| {
+                        a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
+                    });
                     candidates.truncate(keep);
                 }
                 let qrow = query.row(qi);
@@ -118,7 +142,12 @@ mod tests {
                 let mut d: Vec<(f64, u32)> = (0..data.n_rows)
                     .filter(|&j| j != i)
                     .map(|j| {
-                        let s: f64 = data.row(i).iter().zip(data.row(j)).map(|(a, b)| (a - b) * (a - b)).sum();
+                        let s: f64 = data
+                            .row(i)
+                            .iter()
+                            .zip(data.row(j))
+                            .map(|(a, b)| (a - b) * (a - b))
+                            .sum();
                         (s, j as u32)
                     })
                     .collect();
@@ -132,7 +161,8 @@ mod tests {
     fn matches_brute_force_across_blocks() {
         let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(7);
         let n = 600; // more than two blocks
-        let data = DenseMatrix::new(n, 5, (0..n * 5).map(|_| rng.random::<f64>()).collect()).unwrap();
+        let data =
+            DenseMatrix::new(n, 5, (0..n * 5).map(|_| rng.random::<f64>()).collect()).unwrap();
         let g = knn_exact(&data, 7).unwrap();
         let expected = brute_force(&data, 7);
         for i in 0..n {
