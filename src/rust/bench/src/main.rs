@@ -3,6 +3,7 @@
 //! Usage: cellweave-bench <command> [options]; `cellweave-bench <command> --help` for details.
 
 mod common;
+mod metrics;
 
 use std::process::ExitCode;
 
@@ -14,6 +15,7 @@ fn main() -> ExitCode {
     };
     let rest: Vec<_> = args.collect();
     let result = match command.to_string_lossy().as_ref() {
+        "metrics" => metrics::main(rest),
         other => Err(format!("unknown command `{other}`; commands: {}", COMMANDS.join(", "))),
     };
     match result {
@@ -25,4 +27,4 @@ fn main() -> ExitCode {
     }
 }
 
-const COMMANDS: &[&str] = &[];
+const COMMANDS: &[&str] = &["metrics"];
