@@ -93,7 +93,7 @@ integrationMetrics <- function(x, batch, label, unintegrated = NULL, metrics = "
     }
     options <- list(
         seed = .check_scalar_int(seed, "seed", min = 0),
-        local_k = .check_scalar_int(local_k, "local_k", min = 1, max = n_cells - 1),
+        local_k = .check_scalar_int(local_k, "local_k", min = 1),
         local_alpha = .check_scalar_num(local_alpha, "local_alpha", min = 0, max = 1, min_inclusive = FALSE),
         local_condition = condition,
         purity_k = .check_scalar_int(purity_k, "purity_k", min = 1)
@@ -117,7 +117,7 @@ integrationMetrics <- function(x, batch, label, unintegrated = NULL, metrics = "
         timings[[e]] <- r$timings
         reasons <- c(reasons, sprintf("%s: %s", name, r$warnings))
     }
-    reasons <- reasons[!grepl("PCR comparison: `unintegrated` is needed", reasons, fixed = TRUE)]
+    reasons <- reasons[!grepl("PCR comparison: `unintegrated`: is needed", reasons, fixed = TRUE)]
     for (w in unique(sub("^[^:]*: ", "", reasons))) warning(w, call. = FALSE)
     values <- do.call(rbind, rows)
     values[is.nan(values)] <- NA_real_

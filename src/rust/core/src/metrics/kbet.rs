@@ -7,6 +7,8 @@
 //! the mean batch size in the label, clamped to 10..70) are taken in a diffusion-map embedding
 //! (100 components), plus the cell itself; the score is the mean acceptance over labels.
 
+use rayon::prelude::*;
+
 use super::diffusion::diffusion_embedding;
 use super::umap_graph::WeightedGraph;
 use super::{Groups, check_len, nan_mean};
@@ -197,7 +199,7 @@ pub fn kbet_per_label(
     let label_groups = Groups::new(labels, "labels")?;
     let per_label = label_groups
         .members()
-        .iter()
+        .par_iter()
         .map(|nodes| kbet_one_label(conn, nodes, &batch, config))
         .collect::<Result<Vec<_>>>()?;
     let values: Vec<f64> = per_label.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
