@@ -4,6 +4,7 @@
 
 mod common;
 mod metrics;
+mod neighbors;
 
 use std::process::ExitCode;
 
@@ -16,6 +17,7 @@ fn main() -> ExitCode {
     let rest: Vec<_> = args.collect();
     let result = match command.to_string_lossy().as_ref() {
         "metrics" => metrics::main(rest),
+        "neighbors" => neighbors::main(rest),
         other => Err(format!("unknown command `{other}`; commands: {}", COMMANDS.join(", "))),
     };
     match result {
@@ -27,4 +29,4 @@ fn main() -> ExitCode {
     }
 }
 
-const COMMANDS: &[&str] = &["metrics"];
+const COMMANDS: &[&str] = &["metrics", "neighbors"];

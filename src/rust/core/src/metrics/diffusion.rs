@@ -47,17 +47,23 @@ pub fn diffusion_embedding(conn: &WeightedGraph, n_comps: usize, seed: u64) -> R
         members[c].push(v);
     }
     // (eigenvalue, component, eigenvector on the component's nodes)
+    let per_component = members
+        .par_iter()
+        .enumerate()
+        .map(|(c, nodes)| {
+            let block = if n_comp == 1 {
+                transitions.clone()
+            } else {
+                transitions.induced(nodes)
+            };
+            let want = n_comps.min(block.n);
+            top_eigenpairs(&block, want, seed.wrapping_add(c as u64))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut pairs: Vec<(f64, usize, Vec<f64>)> = Vec::new();
-    for (c, nodes) in members.iter().enumerate() {
-        let block = if n_comp == 1 {
-            transitions.clone()
-        } else {
-            transitions.induced(nodes)
-        };
-        let want = n_comps.min(block.n);
-        let (values, vectors) = top_eigenpairs(&block, want, seed.wrapping_add(c as u64))?;
-        for (i, v) in values.into_iter().enumerate() {
-            pairs.push((v, c, vectors[i].clone()));
+    for (c, (values, vectors)) in per_component.into_iter().enumerate() {
+        for (v, vector) in values.into_iter().zip(vectors) {
+            pairs.push((v, c, vector));
         }
     }
     pairs.sort_by(|a, b| b.0.abs().total_cmp(&a.0.abs()).then(a.1.cmp(&b.1)));
