@@ -21,9 +21,10 @@ use super::umap_graph::WeightedGraph;
 use crate::data::DenseMatrix;
 use crate::error::{Error, Result};
 
-/// Ritz pairs count as converged when their residual is below this share of the largest
-/// eigenvalue (1): eigenvector errors ~ residual / gap stay far below what moves a neighbour.
-const RITZ_TOLERANCE: f64 = 1e-6;
+/// Ritz pairs count as converged when residual x weight is below this share of the largest
+/// weight (and the residual below `MAX_RESIDUAL`).
+const RITZ_TOLERANCE: f64 = 1e-5;
+const MAX_RESIDUAL: f64 = 1e-2;
 
 /// Graphs up to this many nodes are decomposed densely.
 const DENSE_LIMIT: usize = 700;
@@ -226,13 +227,15 @@ fn lanczos_top(a: &WeightedGraph, want: usize, seed: u64) -> Result<(Vec<f64>, V
         if m1 >= next_check || full {
             let (values, vectors) = tridiagonal_eigen(&alpha, &beta)?;
             let idx = pick_largest(&values, want);
-            let scale = values
-                .iter()
-                .fold(0.0f64, |s, v| s.max(v.abs()))
-                .max(1e-300);
-            let converged = idx
-                .iter()
-                .all(|&i| (be * vectors[(m1 - 1, i)]).abs() <= RITZ_TOLERANCE * scale);
+            // A pair's error enters the embedding scaled by its multiscale weight, so the
+            // residual is judged relative to the largest weight: the heavy leading pairs must
+            // be accurate, the light tail may be rougher.
+            let weights: Vec<f64> = idx.iter().map(|&i| multiscale(values[i]).abs()).collect();
+            let max_weight = weights.iter().fold(1.0f64, |m, &w| m.max(w));
+            let converged = idx.iter().zip(&weights).all(|(&i, &wt)| {
+                let residual = (be * vectors[(m1 - 1, i)]).abs();
+                residual <= MAX_RESIDUAL && residual * wt <= RITZ_TOLERANCE * max_weight
+            });
             if converged || full {
                 let ritz = MatRef::from_column_major_slice(&basis[..m1 * n], n, m1);
                 let mut s = Mat::<f64>::zeros(m1, idx.len());
