@@ -632,6 +632,12 @@ mod tests {
                     | Metric::IsolatedLabels
                     | Metric::PcrComparison
                     | Metric::SilhouetteBatchClassic => 1e-3,
+                    // Deterministic given the neighbour graph; scib-metrics' graph is approximate
+                    // (pynndescent) but agrees closely on these data: held to 2e-3.
+                    Metric::Ilisi | Metric::Clisi | Metric::GraphConnectivity | Metric::Kbet => {
+                        2e-3
+                    }
+                    // Random clusterings.
                     _ => 0.02,
                 };
                 check(m.name(), *v, tol);
