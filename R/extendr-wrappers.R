@@ -27,7 +27,7 @@ cw_metric_catalogue <- function() .Call(wrap__cw_metric_catalogue)
 #' Scores one embedding with the metrics named in `metrics`.
 #' `batch`, `labels`: 0-based codes; `unintegrated`: NULL or a matrix; `references`: NULL or a
 #' list of matrices, one per batch code; `options`: seed, local_k, local_alpha,
-#' local_condition (NA or a 0-based batch code), purity_k.
+#' local_condition (-1 or a 0-based batch code), purity_k.
 #' @noRd
 cw_metrics_score <- function(x, batch, labels, unintegrated, references, metrics, options) .Call(wrap__cw_metrics_score, x, batch, labels, unintegrated, references, metrics, options)
 
