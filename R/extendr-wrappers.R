@@ -27,6 +27,21 @@ cw_scvi_expression <- function(arch, library_log_mean, library_log_var, weights,
 #' @noRd
 cw_scvi_elbo <- function(arch, library_log_mean, library_log_var, weights, device, p, i, x, dim, batch, seed) .Call(wrap__cw_scvi_elbo, arch, library_log_mean, library_log_var, weights, device, p, i, x, dim, batch, seed)
 
+#' Every metric: name, aggregate it counts towards, and the sets it belongs to.
+#' @noRd
+cw_metric_catalogue <- function() .Call(wrap__cw_metric_catalogue)
+
+#' Scores one embedding with the metrics named in `metrics`.
+#' `batch`, `labels`: 0-based codes; `unintegrated`: NULL or a matrix; `references`: NULL or a
+#' list of matrices, one per batch code; `options`: seed, local_k, local_alpha,
+#' local_condition (-1 or a 0-based batch code), purity_k.
+#' @noRd
+cw_metrics_score <- function(x, batch, labels, unintegrated, references, metrics, options) .Call(wrap__cw_metrics_score, x, batch, labels, unintegrated, references, metrics, options)
+
+#' Weighted accuracy of 0-based class codes.
+#' @noRd
+cw_weighted_accuracy <- function(predicted, truth) .Call(wrap__cw_weighted_accuracy, predicted, truth)
+
 #' Harmony on an embedding (`x`: cells x dims, column-major values). `batches`: a list of
 #' 0-based integer codes, one vector per batch variable.
 #' @noRd

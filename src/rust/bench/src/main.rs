@@ -5,7 +5,9 @@
 mod classic_io;
 mod common;
 mod harmony;
+mod metrics;
 mod mnn;
+mod neighbors;
 mod pca;
 mod scvi;
 
@@ -26,6 +28,8 @@ fn main() -> ExitCode {
         "pca" => pca::main(rest),
         "harmony" => harmony::main(rest),
         "mnn" => mnn::main(rest),
+        "metrics" => metrics::main(rest),
+        "neighbors" => neighbors::main(rest),
         other => Err(format!(
             "unknown command `{other}`; commands: {}",
             COMMANDS.join(", ")
@@ -40,4 +44,4 @@ fn main() -> ExitCode {
     }
 }
 
-const COMMANDS: &[&str] = &["scvi", "pca", "harmony", "mnn"];
+const COMMANDS: &[&str] = &["scvi", "pca", "harmony", "mnn", "metrics", "neighbors"];

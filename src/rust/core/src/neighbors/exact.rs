@@ -5,6 +5,8 @@
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
+use std::collections::BinaryHeap;
+
 use rayon::prelude::*;
 
 use super::KnnGraph;
@@ -53,7 +55,25 @@ pub fn knn_query_exact(reference: &DenseMatrix, query: &DenseMatrix, k: usize) -
 fn search(reference: &DenseMatrix, query: &DenseMatrix, k: usize, exclude_self: bool) -> KnnGraph {
     let d = reference.n_cols;
     let n_ref = reference.n_rows;
-    let ref32: Vec<f32> = reference.data.iter().map(|&v| v as f32).collect();
+    // Centring on the reference mean keeps |q|^2 + |r|^2 - 2 q.r accurate in f32.
+    let mut mean = vec![0.0f64; d];
+    for i in 0..n_ref {
+        for (m, v) in mean.iter_mut().zip(reference.row(i)) {
+            *m += v;
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= n_ref.max(1) as f64);
+    let centred = |m: &DenseMatrix, rows: std::ops::Range<usize>| -> Vec<f32> {
+        rows.flat_map(|i| {
+            m.row(i)
+                .iter()
+                .zip(&mean)
+                .map(|(v, c)| (v - c) as f32)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+    };
+    let ref32 = centred(reference, 0..n_ref);
     let ref_norms: Vec<f32> = ref32
         .chunks(d.max(1))
         .map(|r| r.iter().map(|v| v * v).sum())
@@ -69,10 +89,7 @@ fn search(reference: &DenseMatrix, query: &DenseMatrix, k: usize, exclude_self: 
         .for_each(|(block, (idx_out, dist_out))| {
             let start = block * BLOCK;
             let rows = idx_out.len() / k;
-            let q32: Vec<f32> = query.data[start * d..(start + rows) * d]
-                .iter()
-                .map(|&v| v as f32)
-                .collect();
+            let q32 = centred(query, start..start + rows);
             let q_mat = MatRef::from_row_major_slice(&q32, rows, d);
             // dots[i, j] = q_i . r_j, stored row-major (rows x n_ref).
             let mut dots = vec![0f32; rows * n_ref];
@@ -87,28 +104,34 @@ fn search(reference: &DenseMatrix, query: &DenseMatrix, k: usize, exclude_self: 
                     Par::Seq,
                 );
             }
-            let mut candidates: Vec<(f32, u32)> = Vec::with_capacity(n_ref);
+            // Keep a margin beyond k so that f32 rounding cannot drop a true neighbour.
+            let keep = (k + 8).min(n_ref - usize::from(exclude_self));
+            let mut heap: BinaryHeap<(OrdF32, u32)> = BinaryHeap::with_capacity(keep + 1);
             for i in 0..rows {
                 let qi = start + i;
                 let qn: f32 = q32[i * d..(i + 1) * d].iter().map(|v| v * v).sum();
-                candidates.clear();
                 let row = &dots[i * n_ref..(i + 1) * n_ref];
+                // Bounded max-heap: most candidates fail the comparison with the current worst.
+                heap.clear();
+                let mut worst = f32::INFINITY;
                 for (j, &dot) in row.iter().enumerate() {
+                    let dist = (qn + ref_norms[j] - 2.0 * dot).max(0.0);
+                    if dist >= worst && heap.len() == keep {
+                        continue;
+                    }
                     if exclude_self && j == qi {
                         continue;
                     }
-                    candidates.push(((qn + ref_norms[j] - 2.0 * dot).max(0.0), j as u32));
-                }
-                // Keep a margin beyond k so that f32 rounding cannot drop a true neighbour.
-                let keep = (k + 8).min(candidates.len());
-                if keep < candidates.len() {
-                    candidates.select_nth_unstable_by(keep - 1, |a, b| {
-                        a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
-                    });
-                    candidates.truncate(keep);
+                    heap.push((OrdF32(dist), j as u32));
+                    if heap.len() > keep {
+                        heap.pop();
+                    }
+                    if heap.len() == keep {
+                        worst = heap.peek().map_or(f32::INFINITY, |e| e.0.0);
+                    }
                 }
                 let qrow = query.row(qi);
-                let mut exact: Vec<(f64, u32)> = candidates
+                let mut exact: Vec<(f64, u32)> = heap
                     .iter()
                     .map(|&(_, j)| {
                         let r = reference.row(j as usize);
@@ -128,6 +151,24 @@ fn search(reference: &DenseMatrix, query: &DenseMatrix, k: usize, exclude_self: 
         k,
         indices,
         distances,
+    }
+}
+
+/// f32 with a total order (for the selection heap).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct OrdF32(f32);
+
+impl Eq for OrdF32 {}
+
+impl PartialOrd for OrdF32 {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for OrdF32 {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
     }
 }
 
