@@ -12,7 +12,7 @@ cw_init <- function() .Call(wrap__cw_init)
 #' Trains scVI. Returns the latent (cells x n_latent), the weights (raw), the library prior,
 #' the history and the device used.
 #' @noRd
-cw_scvi_train <- function(p, i, x, dim, batch, arch, train, device, verbose) .Call(wrap__cw_scvi_train, p, i, x, dim, batch, arch, train, device, verbose)
+cw_scvi_train <- function(p, i, x, dim, batch, arch, train, device, progress) .Call(wrap__cw_scvi_train, p, i, x, dim, batch, arch, train, device, progress)
 
 #' Posterior-mean latent of new cells under a saved model.
 #' @noRd

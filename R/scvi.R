@@ -30,7 +30,8 @@
 #' @param seed Random seed: the same seed gives the same result on the same device.
 #' @param device `"cpu"` (default), `"cpu:flex"` or `"cpu:ndarray"` to pick a CPU backend, or
 #'   `"cuda"` with a GPU build.
-#' @param verbose Show a progress bar.
+#' @param verbose Show progress: a bar redrawn in place in an interactive session, a line
+#'   every tenth of the epochs otherwise.
 #' @param allow_non_integer Accept non-integer values (with a warning) instead of an error.
 #' @return `calculateSCVI()`: a cells x `n_latent` matrix; its attribute `"model"` is the
 #'   fitted model (class `cellweave_scvi`), which [latent()] and [normalizedExpression()]
@@ -86,8 +87,9 @@ calculateSCVI <- function(x, batch = NULL, n_latent = 10, n_hidden = 128, n_laye
     device <- .check_device(device)
     verbose <- .check_flag(verbose, "verbose")
 
+    progress <- if (!verbose) "none" else if (interactive()) "bar" else "lines"
     fit <- cw_scvi_train(x@p, x@i, as.double(x@x), dim(x), as.integer(batch) - 1L,
-                         arch, train, device, verbose)
+                         arch, train, device, progress)
     model <- structure(list(
         arch = arch,
         train = train,

@@ -37,7 +37,7 @@ scores <- integrationMetrics(sce, batch = "batch", label = "cell_type",
 cat("scIB metrics:", elapsed(t0), "\n\n")
 shown <- c("iLISI", "KBET", "Graph connectivity", "cLISI", "Silhouette label", "KMeans NMI",
            "Batch correction", "Bio conservation", "Total")
-print(format(scores[, intersect(shown, colnames(scores))], digits = 3))
+print(round(scores[, intersect(shown, colnames(scores))], 3))
 utils::write.csv(scores, file.path(out, "metrics.csv"), row.names = FALSE)
 
 p <- plotEmbedding(reducedDim(sce, "SCVI"), batch = sce$batch, cell_type = sce$cell_type)

@@ -67,25 +67,37 @@ fn train_config(o: &Options) -> Result<TrainConfig> {
     })
 }
 
-/// A progress bar on R's console (epoch, loss, ETA) and Ctrl-C checks between minibatches.
+/// How training reports progress on R's console.
+#[derive(Clone, Copy, PartialEq)]
+enum ProgressStyle {
+    None,
+    /// One line redrawn in place (an interactive console).
+    Bar,
+    /// A new line every tenth of the epochs (a log file or a non-interactive session).
+    Lines,
+}
+
+/// Progress on R's console (epoch, loss, ETA) and Ctrl-C checks between minibatches.
 struct ConsoleProgress {
-    verbose: bool,
+    style: ProgressStyle,
     start: Instant,
     last_print: Option<Instant>,
 }
 
 impl TrainingObserver for ConsoleProgress {
     fn on_epoch_end(&mut self, r: &EpochRecord, max_epochs: usize) {
-        if !self.verbose {
-            return;
-        }
         let done = r.epoch == max_epochs;
-        // At most ~5 updates a second: printing is not free on a slow console.
-        if !done
-            && self
-                .last_print
-                .is_some_and(|t| t.elapsed().as_secs_f64() < 0.2)
-        {
+        let due = match self.style {
+            ProgressStyle::None => false,
+            // At most ~5 updates a second: printing is not free on a slow console.
+            ProgressStyle::Bar => {
+                done || self
+                    .last_print
+                    .is_none_or(|t| t.elapsed().as_secs_f64() >= 0.2)
+            }
+            ProgressStyle::Lines => done || r.epoch % max_epochs.div_ceil(10) == 0,
+        };
+        if !due {
             return;
         }
         self.last_print = Some(Instant::now());
@@ -98,15 +110,18 @@ impl TrainingObserver for ConsoleProgress {
             .validation
             .map(|v| format!(", validation ELBO {:.1}", v.elbo))
             .unwrap_or_default();
+        let (start, end) = match self.style {
+            ProgressStyle::Bar => ("\r", if done { "\n" } else { "" }),
+            _ => ("", "\n"),
+        };
         console(&format!(
-            "\rEpoch {:>4}/{} [{}] loss {:.1}{} | {} left   {}",
+            "{start}Epoch {:>4}/{} [{}] loss {:.1}{} | {} left   {end}",
             r.epoch,
             max_epochs,
             bar,
             r.train.loss,
             validation,
             format_seconds(if done { 0.0 } else { eta }),
-            if done { "\n" } else { "" }
         ));
     }
 
@@ -174,14 +189,19 @@ fn cw_scvi_train(
     arch: List,
     train: List,
     device: &str,
-    verbose: bool,
+    progress: &str,
 ) -> Result<Robj> {
     let (counts, codes) = counts_and_codes(&p, &i, &x, &dim, &batch)?;
     let arch = architecture(&Options(&arch))?;
     let config = train_config(&Options(&train))?;
     let device = to_r(ComputeDevice::parse(device))?;
+    let style = match progress {
+        "bar" => ProgressStyle::Bar,
+        "lines" => ProgressStyle::Lines,
+        _ => ProgressStyle::None,
+    };
     let mut progress = ConsoleProgress {
-        verbose,
+        style,
         start: Instant::now(),
         last_print: None,
     };
@@ -190,7 +210,8 @@ fn cw_scvi_train(
         batch: &codes,
     };
     let model = ScviModel::train(arch, &config, data, device, &mut progress).map_err(|e| {
-        if verbose {
+        // End a half-drawn progress bar before R prints the error.
+        if style == ProgressStyle::Bar && progress.last_print.is_some() {
             console("\n");
         }
         r_err(e)
