@@ -130,3 +130,12 @@
     }
     value
 }
+
+# The Seurat interface needs SeuratObject (a suggested package).
+.require_seurat <- function() {
+    if (!requireNamespace("SeuratObject", quietly = TRUE)) {
+        stop("the Seurat interface needs the SeuratObject package.", call. = FALSE)
+    }
+}
+
+`%||%` <- function(a, b) if (is.null(a)) b else a

@@ -302,11 +302,3 @@ print.cellweave_scvi <- function(x, ...) {
     }
     list(x = x, codes = match(as.character(batch), model$batch_levels) - 1L)
 }
-
-.require_seurat <- function() {
-    if (!requireNamespace("SeuratObject", quietly = TRUE)) {
-        stop("the Seurat interface needs the SeuratObject package.", call. = FALSE)
-    }
-}
-
-`%||%` <- function(a, b) if (is.null(a)) b else a
