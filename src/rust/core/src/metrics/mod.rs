@@ -175,7 +175,11 @@ pub(crate) mod test_data {
     }
 
     fn fixture_path(name: &str) -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        // Read at run time: a test binary built from another clone sharing the target dir
+        // would otherwise look in that clone.
+        let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+        std::path::Path::new(&manifest_dir)
             .join("../../../tests/fixtures/metrics")
             .join(name)
     }
