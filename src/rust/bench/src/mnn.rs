@@ -13,7 +13,7 @@ use crate::common::peak_rss_mib;
 
 const USAGE: &str =
     "usage: cellweave-bench mnn (--data DIR [--genes FILE] | --embedding pcs.tsv --cells cells.tsv)
-       [--batch-key batch] [--k 20] [--d 50] [--ndist 3] [--auto-merge] [--seed 0] --out mnn.tsv
+       [--batch-key batch] [--target-sum 1e4] [--k 20] [--d 50] [--ndist 3] [--auto-merge] [--seed 0] --out mnn.tsv
 Threads: RAYON_NUM_THREADS.";
 
 pub fn main(args: Vec<OsString>) -> Result<(), String> {
@@ -26,6 +26,7 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
         Option<PathBuf>,
     ) = (None, None, None, None, None);
     let mut key = "batch".to_string();
+    let mut target_sum = 1e4;
     let mut config = FastMnnConfig::default();
     while let Some(name) = next_option(&mut parser, USAGE)? {
         match name.as_str() {
@@ -35,6 +36,7 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
             "cells" => cells = Some(text(&mut parser)?.into()),
             "out" => out = Some(text(&mut parser)?.into()),
             "batch-key" => key = text(&mut parser)?,
+            "target-sum" => target_sum = parsed(&mut parser, &name)?,
             "k" => config.k = parsed(&mut parser, &name)?,
             "d" => config.pca.n_components = parsed(&mut parser, &name)?,
             "ndist" => config.ndist = parsed(&mut parser, &name)?,
@@ -51,7 +53,7 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
     let err = |e: cellweave_core::Error| e.to_string();
     let (ids, result, seconds) = match (data, embedding) {
         (Some(dir), None) => {
-            let (x, table) = log_expression(&dir, genes.as_deref(), 1e4)?;
+            let (x, table) = log_expression(&dir, genes.as_deref(), target_sum)?;
             let ids = table.column(&table.columns[0]).map_err(err)?;
             let (batch, _) = batch_codes(&table, &ids, &key)?;
             let start = Instant::now();

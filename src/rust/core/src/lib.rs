@@ -11,6 +11,7 @@ pub mod models;
 pub mod neighbors;
 pub mod nn;
 pub mod pca;
+pub mod simd;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -31,6 +31,7 @@ use rayon::prelude::*;
 
 use crate::data::DenseMatrix;
 use crate::error::{Error, Result};
+use crate::simd::clear_upper_simd_state;
 
 /// Cells per parallel task; fixed so that sums do not depend on the number of threads.
 const CHUNK: usize = 1024;
@@ -435,17 +436,6 @@ fn splitmix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^ (x >> 31)
-}
-
-/// faer's matrix-product kernels return with the upper halves of the AVX registers dirty;
-/// every later SSE instruction on the thread (libm's exp, scalar float code) then pays a
-/// transition penalty (measured: memberships update 10x slower). Clears that state.
-fn clear_upper_simd_state() {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx") {
-        // SAFETY: AVX is available (checked above); vzeroupper only clears register halves.
-        unsafe { std::arch::x86_64::_mm256_zeroupper() }
-    }
 }
 
 /// Rows of `m` (row-major, `cols` wide) scaled to unit length, in single precision.

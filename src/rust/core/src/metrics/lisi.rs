@@ -6,6 +6,7 @@
 use rayon::prelude::*;
 
 use super::{Groups, check_len, nan_median};
+use crate::distributions::fastmath::exp_f64;
 use crate::error::{Error, Result};
 use crate::neighbors::KnnGraph;
 
@@ -31,10 +32,13 @@ impl Default for LisiConfig {
 
 /// Entropy and normalised weights of one cell's neighbours at precision `beta`.
 fn weights_at(dists: &[f64], beta: f64, p: &mut [f64]) -> f64 {
+    // The exponentials in a loop of their own, which vectorises.
+    for (w, &d) in p.iter_mut().zip(dists) {
+        *w = exp_f64(-d * beta);
+    }
     let mut sum = 0.0;
     let mut weighted = 0.0;
-    for (w, &d) in p.iter_mut().zip(dists) {
-        *w = (-d * beta).exp();
+    for (w, &d) in p.iter().zip(dists) {
         sum += *w;
         weighted += d * *w;
     }

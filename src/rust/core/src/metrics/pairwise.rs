@@ -2,6 +2,7 @@
 //! a block's distances to every row come from one f32 matrix product, so n^2 distances cost
 //! O(n^2 d) flops without ever holding an n x n matrix.
 
+use crate::simd::clear_upper_simd_state;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
@@ -110,6 +111,7 @@ impl PairwiseRows {
                     let dst = MatMut::from_row_major_slice_mut(&mut dist, rows, n);
                     matmul(dst, Accum::Replace, q, all.transpose(), 1.0f32, Par::Seq);
                 }
+                clear_upper_simd_state();
                 for i in 0..rows {
                     let row = &mut dist[i * n..(i + 1) * n];
                     match self.distance {

@@ -6,6 +6,7 @@
 
 use rayon::prelude::*;
 
+use crate::distributions::fastmath::exp_f64;
 use crate::neighbors::KnnGraph;
 
 /// A symmetric sparse weighted graph without self-loops (CSR, columns sorted per row).
@@ -103,7 +104,7 @@ fn smooth_knn_dist(dists: &[f64], target: f64, mean_all: f64) -> (f64, f64) {
             .iter()
             .map(|&d| {
                 let e = d - rho;
-                if e > 0.0 { (-(e / mid)).exp() } else { 1.0 }
+                if e > 0.0 { exp_f64(-(e / mid)) } else { 1.0 }
             })
             .sum();
         if (psum - target).abs() < SMOOTH_K_TOLERANCE {
@@ -151,7 +152,7 @@ pub fn umap_connectivities(graph: &KnnGraph) -> WeightedGraph {
                     let w = if d - rho <= 0.0 || sigma == 0.0 {
                         1.0
                     } else {
-                        (-(d - rho) / sigma).exp()
+                        exp_f64(-(d - rho) / sigma)
                     };
                     (j, w)
                 })

@@ -5,13 +5,13 @@
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
-use std::collections::BinaryHeap;
 
 use rayon::prelude::*;
 
 use super::KnnGraph;
 use crate::data::DenseMatrix;
 use crate::error::{Error, Result};
+use crate::simd::clear_upper_simd_state;
 
 const BLOCK: usize = 256;
 
@@ -104,34 +104,25 @@ fn search(reference: &DenseMatrix, query: &DenseMatrix, k: usize, exclude_self: 
                     Par::Seq,
                 );
             }
+            clear_upper_simd_state();
             // Keep a margin beyond k so that f32 rounding cannot drop a true neighbour.
             let keep = (k + 8).min(n_ref - usize::from(exclude_self));
-            let mut heap: BinaryHeap<(OrdF32, u32)> = BinaryHeap::with_capacity(keep + 1);
+            let mut chosen: Vec<(f32, u32)> = Vec::with_capacity(2 * keep);
+            let mut subset_min: Vec<f32> = Vec::new();
             for i in 0..rows {
                 let qi = start + i;
                 let qn: f32 = q32[i * d..(i + 1) * d].iter().map(|v| v * v).sum();
-                let row = &dots[i * n_ref..(i + 1) * n_ref];
-                // Bounded max-heap: most candidates fail the comparison with the current worst.
-                heap.clear();
-                let mut worst = f32::INFINITY;
-                for (j, &dot) in row.iter().enumerate() {
-                    let dist = (qn + ref_norms[j] - 2.0 * dot).max(0.0);
-                    if dist >= worst && heap.len() == keep {
-                        continue;
-                    }
-                    if exclude_self && j == qi {
-                        continue;
-                    }
-                    heap.push((OrdF32(dist), j as u32));
-                    if heap.len() > keep {
-                        heap.pop();
-                    }
-                    if heap.len() == keep {
-                        worst = heap.peek().map_or(f32::INFINITY, |e| e.0.0);
-                    }
+                let row = &mut dots[i * n_ref..(i + 1) * n_ref];
+                // Squared distances in place (a loop that vectorises).
+                for (v, &norm) in row.iter_mut().zip(&ref_norms) {
+                    *v = (qn + norm - 2.0 * *v).max(0.0);
                 }
+                if exclude_self && qi < n_ref {
+                    row[qi] = f32::INFINITY;
+                }
+                select_smallest(row, keep, &mut subset_min, &mut chosen);
                 let qrow = query.row(qi);
-                let mut exact: Vec<(f64, u32)> = heap
+                let mut exact: Vec<(f64, u32)> = chosen
                     .iter()
                     .map(|&(_, j)| {
                         let r = reference.row(j as usize);
@@ -154,21 +145,66 @@ fn search(reference: &DenseMatrix, query: &DenseMatrix, k: usize, exclude_self: 
     }
 }
 
-/// f32 with a total order (for the selection heap).
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct OrdF32(f32);
+/// Lanes of the vertical minimum: a row is read as consecutive vectors of this many values.
+const LANES: usize = 8;
+/// Vectors per group: each (group, lane) subset holds this many candidates.
+const GROUP: usize = 16;
 
-impl Eq for OrdF32 {}
-
-impl PartialOrd for OrdF32 {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
+/// The `keep` smallest values of `row` as (value, index), ties by index, in `chosen`
+/// (unordered). The row is partitioned into small subsets whose minima are computed with
+/// vertical (vectorised) minimums; the keep-th smallest subset minimum bounds the keep-th
+/// smallest value (at least `keep` subsets reach it), so only subsets whose minimum is within
+/// the bound need a look.
+fn select_smallest(
+    row: &[f32],
+    keep: usize,
+    subset_min: &mut Vec<f32>,
+    chosen: &mut Vec<(f32, u32)>,
+) {
+    let by_value = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+    chosen.clear();
+    let span = LANES * GROUP;
+    let groups = row.len() / span;
+    subset_min.clear();
+    for group in row.chunks_exact(span) {
+        let mut lanes = [f32::INFINITY; LANES];
+        for vector in group.chunks_exact(LANES) {
+            for (m, &v) in lanes.iter_mut().zip(vector) {
+                *m = if v < *m { v } else { *m };
+            }
+        }
+        subset_min.extend_from_slice(&lanes);
     }
-}
-
-impl Ord for OrdF32 {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0)
+    let tail_start = groups * span;
+    let bound = if subset_min.len() >= keep {
+        let mut minima = subset_min.clone();
+        let (_, kth, _) = minima.select_nth_unstable_by(keep - 1, |a, b| a.total_cmp(b));
+        *kth
+    } else {
+        f32::INFINITY
+    };
+    for (s, &m) in subset_min.iter().enumerate() {
+        if m > bound {
+            continue;
+        }
+        let (group, lane) = (s / LANES, s % LANES);
+        for t in 0..GROUP {
+            let j = group * span + t * LANES + lane;
+            if row[j] <= bound {
+                chosen.push((row[j], j as u32));
+            }
+        }
+    }
+    for (j, &v) in row.iter().enumerate().skip(tail_start) {
+        if v <= bound {
+            chosen.push((v, j as u32));
+        }
+    }
+    // Excluded entries (infinite) never count.
+    chosen.retain(|c| c.0.is_finite());
+    if chosen.len() > keep {
+        chosen.select_nth_unstable_by(keep - 1, by_value);
+        chosen.truncate(keep);
     }
 }
 
