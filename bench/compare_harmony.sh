@@ -17,6 +17,10 @@ PEERS_PY=${PEERS_PY:-$HOME/.cache/cellweave-peers-venv/bin/python}
 export R_HOME=${R_HOME:-/usr/lib/R} R_INCLUDE_DIR=${R_INCLUDE_DIR:-/usr/share/R/include}
 mkdir -p "$OUT"
 
+# Reuse the target dir the Makefile uses when it exists (a clean build takes ~16 minutes).
+if [ -z "${CARGO_TARGET_DIR:-}" ] && [ -d "$HOME/.cache/cellweave-target" ]; then
+    export CARGO_TARGET_DIR="$HOME/.cache/cellweave-target"
+fi
 cargo build --release --quiet -p cellweave-bench --manifest-path src/rust/Cargo.toml
 BENCH=${CARGO_TARGET_DIR:-src/rust/target}/release/cellweave-bench
 

@@ -19,6 +19,10 @@ if [ ! -f "$OUT/cells.tsv" ]; then
   echo "making the 20k-cell input in $OUT (a few minutes)"
   (cd "$OUT" && OMP_NUM_THREADS=1 "$PY" "$ROOT/bench/make_metrics_input.py" "$PEERS" .)
 fi
+# Reuse the target dir the Makefile uses when it exists (a clean build takes ~16 minutes).
+if [ -z "${CARGO_TARGET_DIR:-}" ] && [ -d "$HOME/.cache/cellweave-target" ]; then
+    export CARGO_TARGET_DIR="$HOME/.cache/cellweave-target"
+fi
 cargo build --release --quiet -p cellweave-bench --manifest-path src/rust/Cargo.toml
 BENCH=${CARGO_TARGET_DIR:-$ROOT/src/rust/target}/release/cellweave-bench
 

@@ -26,6 +26,10 @@ venv=${PEERS_VENV:-$HOME/.cache/cellweave-peers-venv}
 peers=$shared/peers
 mkdir -p "$out"
 export R_HOME=${R_HOME:-/usr/lib/R} R_INCLUDE_DIR=${R_INCLUDE_DIR:-/usr/share/R/include}
+# Reuse the target dir the Makefile uses when it exists (a clean build takes ~16 minutes).
+if [ -z "${CARGO_TARGET_DIR:-}" ] && [ -d "$HOME/.cache/cellweave-target" ]; then
+    export CARGO_TARGET_DIR="$HOME/.cache/cellweave-target"
+fi
 cargo build --release --quiet -p cellweave-bench --manifest-path "$here/src/rust/Cargo.toml"
 bench_bin=${CARGO_TARGET_DIR:-$here/src/rust/target}/release/cellweave-bench
 

@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 
 use super::{Groups, check_len, nan_median};
-use crate::distributions::fastmath::exp_f64;
+use crate::distributions::fastmath::exp_f64_in_place;
 use crate::error::{Error, Result};
 use crate::neighbors::KnnGraph;
 
@@ -34,8 +34,9 @@ impl Default for LisiConfig {
 fn weights_at(dists: &[f64], beta: f64, p: &mut [f64]) -> f64 {
     // The exponentials in a loop of their own, which vectorises.
     for (w, &d) in p.iter_mut().zip(dists) {
-        *w = exp_f64(-d * beta);
+        *w = -d * beta;
     }
+    exp_f64_in_place(p);
     let mut sum = 0.0;
     let mut weighted = 0.0;
     for (w, &d) in p.iter().zip(dists) {

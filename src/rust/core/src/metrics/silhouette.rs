@@ -59,10 +59,7 @@ fn silhouette_of_rows(
         for (i, row) in dist.chunks(n).enumerate() {
             let own = groups.codes[order[start + i]] as usize;
             for g in 0..groups.n_groups {
-                sums[g] = row[bounds[g]..bounds[g + 1]]
-                    .iter()
-                    .map(|&v| v as f64)
-                    .sum();
+                sums[g] = wide_sum(&row[bounds[g]..bounds[g + 1]]);
             }
             out.push(silhouette_from_sums(&sums, &groups.counts, own, between));
         }
@@ -73,6 +70,20 @@ fn silhouette_of_rows(
         result[order[pos]] = s;
     }
     result
+}
+
+/// Sum in double precision over 8 interleaved lanes: one running sum would wait on each
+/// addition's latency (this loop is most of a silhouette's time), eight vectorise.
+fn wide_sum(values: &[f32]) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    let mut chunks = values.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += v as f64;
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|&v| v as f64).sum();
+    lanes.iter().sum::<f64>() + tail
 }
 
 fn silhouette_from_sums(

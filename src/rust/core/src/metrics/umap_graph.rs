@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use crate::distributions::fastmath::exp_f64;
+use crate::distributions::fastmath::{exp_f64, exp_f64_in_place};
 use crate::neighbors::KnnGraph;
 
 /// A symmetric sparse weighted graph without self-loops (CSR, columns sorted per row).
@@ -98,15 +98,14 @@ const SIGMA_SEARCH_STEPS: usize = 64;
 fn smooth_knn_dist(dists: &[f64], target: f64, mean_all: f64) -> (f64, f64) {
     let rho = dists.iter().copied().find(|&d| d > 0.0).unwrap_or(0.0);
     let (mut lo, mut hi, mut mid) = (0.0f64, f64::INFINITY, 1.0f64);
+    let mut terms = vec![0.0f64; dists.len() - 1];
     for _ in 0..SIGMA_SEARCH_STEPS {
-        // The first entry is the cell itself.
-        let psum: f64 = dists[1..]
-            .iter()
-            .map(|&d| {
-                let e = d - rho;
-                if e > 0.0 { exp_f64(-(e / mid)) } else { 1.0 }
-            })
-            .sum();
+        // The first entry is the cell itself. Distances within rho count 1 = e^0.
+        for (t, &d) in terms.iter_mut().zip(&dists[1..]) {
+            *t = -((d - rho).max(0.0) / mid);
+        }
+        exp_f64_in_place(&mut terms);
+        let psum: f64 = terms.iter().sum();
         if (psum - target).abs() < SMOOTH_K_TOLERANCE {
             break;
         }
