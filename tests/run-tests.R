@@ -1,5 +1,7 @@
-# Runs the testthat suite against the installed package (make test-r).
+# Runs the testthat suite against the installed package: from the repository root (make test-r)
+# or from tests/ (R CMD check).
 library(testthat)
 library(cellweave)
-res <- test_dir("tests/testthat", package = "cellweave", load_package = "installed",
+test_path <- if (dir.exists("tests/testthat")) "tests/testthat" else "testthat"
+res <- test_dir(test_path, package = "cellweave", load_package = "installed",
                 reporter = "summary", stop_on_failure = TRUE)

@@ -608,6 +608,16 @@ mod tests {
             merge_order: MergeOrder::Auto,
             ..Default::default()
         };
+        // Two batches: the later one is the reference (the left side), as in batchelor, whose
+        // pair counts sit in the row of the later group.
+        let auto_two = reduced_mnn(&x, &two, &cfg, &|| false).unwrap();
+        assert_eq!(
+            (
+                auto_two.steps[0].left.clone(),
+                auto_two.steps[0].right.clone()
+            ),
+            (vec![1], vec![0])
+        );
         let auto = reduced_mnn(&x, &batch, &cfg, &|| false).unwrap();
         assert_eq!(auto.steps.len(), 2);
         let mut first: Vec<u32> = auto.steps[0]
