@@ -10,8 +10,10 @@
 //! Choices that differ from the R package and harmonypy (and why):
 //! - Cells are processed in an order fixed by their content and the seed, not by their
 //!   position, so permuting the input permutes the output and changes nothing else.
-//! - A round whose objective rises is not taken as convergence (R harmony stops there):
-//!   only a small change in either direction ends the iteration early.
+//! - As in R harmony, a round whose objective rises ends the iteration (once the corrections
+//!   settle, the objective only moves by the noise of the random block order), but not the
+//!   first round: there a rise comes from the first correction, and stopping on it left two
+//!   fully separated batches uncorrected in harmonypy.
 //! - With several batch variables a cell's penalty is the product of its per-variable
 //!   factors, as the objective's gradient implies (R harmony sums them).
 //! - k-means++ with one start initialises the centroids (R harmony calls stats::kmeans with
@@ -204,7 +206,13 @@ pub fn harmony(
             objective[objective.len() - 2],
             objective[objective.len() - 1],
         );
-        if ((old - new) / old.abs()).abs() < config.epsilon_harmony {
+        let decrease = (old - new) / old.abs();
+        let settled = if round == 1 {
+            decrease.abs() < config.epsilon_harmony
+        } else {
+            decrease < config.epsilon_harmony
+        };
+        if settled {
             converged = true;
             break;
         }
