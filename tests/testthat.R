@@ -1,3 +1,0 @@
-library(testthat)
-library(cellweave)
-test_check("cellweave")
