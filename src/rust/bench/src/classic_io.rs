@@ -10,6 +10,8 @@ use cellweave_core::data::mtx::{Table, read_first_column, read_mtx_genes_by_cell
 use cellweave_core::data::{CsrMatrix, DenseMatrix};
 use cellweave_core::pca::log_normalize;
 
+use crate::common::gene_columns;
+
 /// Log-normalised expression (library size over ALL genes, then log1p) of a data folder,
 /// restricted to the genes listed in `genes` (in that order) when given; with the cell table.
 pub fn log_expression(
@@ -26,21 +28,7 @@ pub fn log_expression(
     }
     let mut x = log_normalize(&counts, target_sum).map_err(err)?;
     if let Some(path) = genes {
-        let index: HashMap<&str, usize> = gene_ids
-            .iter()
-            .enumerate()
-            .map(|(i, g)| (g.as_str(), i))
-            .collect();
-        let wanted = read_first_column(path).map_err(err)?;
-        let cols = wanted
-            .iter()
-            .map(|g| {
-                index
-                    .get(g.as_str())
-                    .copied()
-                    .ok_or(format!("gene `{g}` of {} not in genes.tsv", path.display()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let cols = gene_columns(&gene_ids, path)?;
         x = x.select_cols(&cols);
     }
     Ok((x, cells))

@@ -1,4 +1,4 @@
-//! What every bench command shares: thread count and peak memory.
+//! What every bench command shares: thread count, peak memory, options, gene lists.
 
 /// Peak resident set size of this process in MiB (Linux VmHWM).
 pub fn peak_rss_mib() -> f64 {
@@ -65,4 +65,24 @@ pub fn process_cpu_seconds() -> f64 {
             Some(ticks / 100.0)
         })
         .unwrap_or(f64::NAN)
+}
+
+/// Columns of `gene_ids` (genes.tsv order) for the genes listed in the file `path` (first
+/// column), in the file's order.
+pub fn gene_columns(gene_ids: &[String], path: &std::path::Path) -> Result<Vec<usize>, String> {
+    let index: std::collections::HashMap<&str, usize> = gene_ids
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (g.as_str(), i))
+        .collect();
+    let wanted = cellweave_core::data::mtx::read_first_column(path).map_err(|e| e.to_string())?;
+    wanted
+        .iter()
+        .map(|g| {
+            index.get(g.as_str()).copied().ok_or(format!(
+                "gene `{g}` of {} is not in genes.tsv",
+                path.display()
+            ))
+        })
+        .collect()
 }

@@ -11,7 +11,9 @@ use cellweave_core::distributions::GeneLikelihood;
 use cellweave_core::models::scvi::{CountsAndBatch, ScviArchitecture, ScviModel};
 use cellweave_core::train::{EpochRecord, TrainConfig, TrainingObserver};
 
-use crate::common::{number, option_name, peak_rss_mib, process_cpu_seconds, set_threads, value};
+use crate::common::{
+    gene_columns, number, option_name, peak_rss_mib, process_cpu_seconds, set_threads, value,
+};
 
 const USAGE: &str =
     "usage: cellweave-bench scvi --data DIR [--genes FILE] [--batch-key batch] [--epochs N]
@@ -86,21 +88,7 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
     let (mut batch, levels) = encode_labels(&cells.column(&batch_key).map_err(err)?);
     let mut cell_ids = cell_ids;
     if let Some(path) = &genes {
-        let wanted = read_first_column(path).map_err(err)?;
-        let index: std::collections::HashMap<&str, usize> = gene_ids
-            .iter()
-            .enumerate()
-            .map(|(i, g)| (g.as_str(), i))
-            .collect();
-        let cols = wanted
-            .iter()
-            .map(|g| {
-                index
-                    .get(g.as_str())
-                    .copied()
-                    .ok_or(format!("gene {g} is not in genes.tsv"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let cols = gene_columns(&gene_ids, path)?;
         counts = counts.select_cols(&cols);
     }
     if let Some(m) = max_cells.filter(|&m| m < counts.n_rows) {
