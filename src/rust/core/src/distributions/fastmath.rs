@@ -63,7 +63,7 @@ pub fn exp_f32(x: f32) -> f32 {
 #[inline(always)]
 pub fn exp_f64(x: f64) -> f64 {
     const LOG2E: f64 = std::f64::consts::LOG2_E;
-    const LN2_HI: f64 = 6.931_471_803_691_238_2e-1;
+    const LN2_HI: f64 = 6.931_471_803_691_238e-1;
     const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
     // Adding and subtracting 1.5 * 2^52 rounds to the nearest integer without a call.
     const ROUND: f64 = 6_755_399_441_055_744.0;
