@@ -21,6 +21,7 @@ use super::fastmath::KernelFloat;
 
 use super::special::{digamma, ln_gamma};
 use crate::data::CsrMatrix;
+use crate::simd::has_avx2_fma;
 
 /// The distribution of a gene's counts given the latent state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,10 +172,16 @@ pub fn log_likelihood<F: KernelFloat>(
                     rho: &mut rho,
                     work: &mut work,
                 };
+                #[cfg(target_arch = "x86_64")]
                 let (ll, d_l) = if avx2 {
                     // SAFETY: the CPU has AVX2 and FMA (checked at run time).
                     unsafe { cell_avx2(&cell, &genes, outputs, with_grad, c) }
                 } else {
+                    cell_generic(&cell, &genes, outputs, with_grad, c)
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                let (ll, d_l) = {
+                    let _ = avx2;
                     cell_generic(&cell, &genes, outputs, with_grad, c)
                 };
                 *ll_slot = ll;
@@ -220,30 +227,9 @@ struct Cell<'a, F> {
     counts: (&'a [u32], &'a [f32]),
 }
 
-#[cfg(target_arch = "x86_64")]
-fn has_avx2_fma() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn has_avx2_fma() -> bool {
-    false
-}
-
 /// `cell_generic` compiled for AVX2 + FMA: the dense loops over genes vectorise 8-wide.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn cell_avx2<F: KernelFloat>(
-    cell: &Cell<'_, F>,
-    genes: &GeneTerms<'_, F>,
-    out: CellOutputs<'_, F>,
-    with_grad: bool,
-    c: F,
-) -> (f64, F) {
-    cell_generic(cell, genes, out, with_grad, c)
-}
-
-#[cfg(not(target_arch = "x86_64"))]
 unsafe fn cell_avx2<F: KernelFloat>(
     cell: &Cell<'_, F>,
     genes: &GeneTerms<'_, F>,

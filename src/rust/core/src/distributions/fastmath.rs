@@ -122,7 +122,7 @@ pub fn exp_f32_in_place(xs: &mut [f32]) {
 #[inline(always)]
 fn map_in_place<T: Copy>(xs: &mut [T], f: impl Fn(T) -> T + Copy) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if crate::simd::has_avx2_fma() {
         // SAFETY: AVX2 and FMA are available (checked above).
         unsafe { map_in_place_avx2(xs, f) };
         return;

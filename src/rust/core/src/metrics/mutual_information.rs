@@ -10,7 +10,7 @@ use super::pairwise::{Distance, PairwiseRows};
 use crate::data::DenseMatrix;
 use crate::distributions::special::digamma;
 use crate::error::{Error, Result};
-use crate::neighbors::knn_exact;
+use crate::neighbors::{euclidean, knn_exact};
 
 pub fn knn_mutual_information(x: &DenseMatrix, batch: &[u32], k: usize) -> Result<f64> {
     check_len(batch, x.n_rows, "batch")?;
@@ -72,14 +72,7 @@ pub fn knn_mutual_information(x: &DenseMatrix, batch: &[u32], k: usize) -> Resul
                             // Too close to the radius to trust f32: recompute exactly, as
                             // the kNN search computed the radius (the k-th neighbour itself
                             // must not count).
-                            let exact = x
-                                .row(i)
-                                .iter()
-                                .zip(x.row(j))
-                                .map(|(a, b)| (a - b) * (a - b))
-                                .sum::<f64>()
-                                .sqrt();
-                            if exact < rad {
+                            if euclidean(x.row(i), x.row(j)) < rad {
                                 m += 1;
                             }
                         }

@@ -10,7 +10,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use rayon::prelude::*;
 
-use super::KnnGraph;
+use super::{KnnGraph, euclidean};
 use crate::data::DenseMatrix;
 use crate::error::{Error, Result};
 
@@ -212,15 +212,7 @@ pub fn knn_descent(data: &DenseMatrix, k: usize, config: &DescentConfig) -> Resu
             let mut exact: Vec<(f64, u32)> = lists[i]
                 .entries
                 .iter()
-                .map(|e| {
-                    let s: f64 = data
-                        .row(i)
-                        .iter()
-                        .zip(data.row(e.1 as usize))
-                        .map(|(a, b)| (a - b) * (a - b))
-                        .sum();
-                    (s.sqrt(), e.1)
-                })
+                .map(|e| (euclidean(data.row(i), data.row(e.1 as usize)), e.1))
                 .collect();
             exact.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             for (slot, (dd, j)) in exact.into_iter().enumerate() {

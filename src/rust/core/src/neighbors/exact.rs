@@ -8,7 +8,7 @@ use faer::{Accum, MatMut, MatRef, Par};
 
 use rayon::prelude::*;
 
-use super::KnnGraph;
+use super::{KnnGraph, euclidean};
 use crate::data::DenseMatrix;
 use crate::error::{Error, Result};
 use crate::simd::clear_upper_simd_state;
@@ -126,8 +126,7 @@ fn search(reference: &DenseMatrix, query: &DenseMatrix, k: usize, exclude_self: 
                     .iter()
                     .map(|&(_, j)| {
                         let r = reference.row(j as usize);
-                        let s: f64 = qrow.iter().zip(r).map(|(a, b)| (a - b) * (a - b)).sum();
-                        (s.sqrt(), j)
+                        (euclidean(qrow, r), j)
                     })
                     .collect();
                 exact.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));

@@ -160,6 +160,16 @@ impl<'a> Batchwise<'a> {
         }
     }
 
+    /// The encoder's view of the cells `rows` (whose batch codes are `codes`).
+    fn minibatch<'b>(&'b self, rows: &'b [usize], codes: &'b [u32]) -> CountsBatch<'b> {
+        CountsBatch {
+            counts: self.data.counts,
+            log1p_values: &self.log1p_values,
+            rows,
+            batch: codes,
+        }
+    }
+
     /// Posterior mean of z for `rows` (evaluation mode) and the rows' batch one-hot.
     fn posterior_mean(
         &self,
@@ -169,12 +179,7 @@ impl<'a> Batchwise<'a> {
     ) -> (Tensor<2>, Tensor<2>) {
         let codes: Vec<u32> = rows.iter().map(|&r| self.data.batch[r]).collect();
         let one_hot = one_hot(&codes, self.arch.n_batch, device);
-        let input = CountsBatch {
-            counts: self.data.counts,
-            log1p_values: &self.log1p_values,
-            rows,
-            batch: &codes,
-        };
+        let input = self.minibatch(rows, &codes);
         (
             module.inference(&input, &one_hot, None, false, device).z,
             one_hot,
@@ -217,12 +222,7 @@ impl<'a> Batchwise<'a> {
         let n = rows.len();
         let codes: Vec<u32> = rows.iter().map(|&r| self.data.batch[r]).collect();
         let one_hot = one_hot(&codes, self.arch.n_batch, device);
-        let input = CountsBatch {
-            counts: self.data.counts,
-            log1p_values: &self.log1p_values,
-            rows,
-            batch: &codes,
-        };
+        let input = self.minibatch(rows, &codes);
         let inference = module.inference(&input, &one_hot, noise, grad_scale.is_some(), device);
         let library = match &inference.library {
             Some((_, _, l)) => l.clone(),
