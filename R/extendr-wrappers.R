@@ -9,23 +9,24 @@ cw_core_version <- function() .Call(wrap__cw_core_version)
 #' @noRd
 cw_init <- function() .Call(wrap__cw_init)
 
-#' Trains scVI. Returns the latent (cells x n_latent), the weights (raw), the library prior,
-#' the history and the device used.
+#' Trains scVI. Returns the latent (cells x n_latent), the weights (raw, by name), the history
+#' and the device used.
 #' @noRd
 cw_scvi_train <- function(p, i, x, dim, batch, arch, train, device, progress) .Call(wrap__cw_scvi_train, p, i, x, dim, batch, arch, train, device, progress)
 
 #' Posterior-mean latent of new cells under a saved model.
 #' @noRd
-cw_scvi_latent <- function(arch, library_log_mean, library_log_var, weights, device, p, i, x, dim, batch) .Call(wrap__cw_scvi_latent, arch, library_log_mean, library_log_var, weights, device, p, i, x, dim, batch)
+cw_scvi_latent <- function(arch, weights, device, p, i, x, dim, batch) .Call(wrap__cw_scvi_latent, arch, weights, device, p, i, x, dim, batch)
 
-#' Decoded expression (cells x genes) of new cells under a saved model.
+#' Decoded expression of new cells under a saved model: a genes x cells matrix of the genes
+#' `genes` (1-based; all when NULL), filled a chunk of cells at a time.
 #' `library_size`: a positive number, or NULL for each cell's observed total count.
 #' @noRd
-cw_scvi_expression <- function(arch, library_log_mean, library_log_var, weights, device, p, i, x, dim, batch, transform_batch, library_size) .Call(wrap__cw_scvi_expression, arch, library_log_mean, library_log_var, weights, device, p, i, x, dim, batch, transform_batch, library_size)
+cw_scvi_expression <- function(arch, weights, device, p, i, x, dim, batch, transform_batch, library_size, genes) .Call(wrap__cw_scvi_expression, arch, weights, device, p, i, x, dim, batch, transform_batch, library_size, genes)
 
 #' Mean ELBO, reconstruction error and KL of cells under a saved model.
 #' @noRd
-cw_scvi_elbo <- function(arch, library_log_mean, library_log_var, weights, device, p, i, x, dim, batch, seed) .Call(wrap__cw_scvi_elbo, arch, library_log_mean, library_log_var, weights, device, p, i, x, dim, batch, seed)
+cw_scvi_elbo <- function(arch, weights, device, p, i, x, dim, batch, seed) .Call(wrap__cw_scvi_elbo, arch, weights, device, p, i, x, dim, batch, seed)
 
 #' Every metric: name, aggregate it counts towards, and the sets it belongs to.
 #' @noRd

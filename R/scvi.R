@@ -96,8 +96,6 @@ calculateSCVI <- function(x, batch = NULL, n_latent = 10, n_hidden = 128, n_laye
         genes = rownames(x),
         batch_levels = levels(batch),
         n_cells = n_cells,
-        library_log_mean = fit$library_log_mean,
-        library_log_var = fit$library_log_var,
         weights = fit$weights,
         history = as.data.frame(fit$history),
         device = fit$device,
@@ -196,8 +194,7 @@ latent <- function(model, newdata, batch = NULL, ...) UseMethod("latent")
 #' @export
 latent.cellweave_scvi <- function(model, newdata, batch = NULL, ...) {
     input <- .scvi_newdata(model, newdata, batch)
-    z <- cw_scvi_latent(model$arch, model$library_log_mean, model$library_log_var,
-                        model$weights, model$device, input$x@p, input$x@i,
+    z <- cw_scvi_latent(model$arch, model$weights, model$device, input$x@p, input$x@i,
                         as.double(input$x@x), dim(input$x), input$codes)
     dimnames(z) <- list(colnames(input$x), paste0("scVI_", seq_len(ncol(z))))
     z
@@ -207,18 +204,22 @@ latent.cellweave_scvi <- function(model, newdata, batch = NULL, ...) {
 #' @param transform_batch Batch level(s) to decode with; `NULL`: each cell's own batch.
 #' @param library_size A positive number (the default 1 gives expression frequencies; 1e4 gives
 #'   counts per 10,000) or `"observed"` for each cell's own total count.
+#' @param genes Genes to return (names or indices among the model's genes); `NULL` for all.
+#'   Cells are decoded in chunks, so only the returned genes x cells matrix is held in memory.
 #' @return `normalizedExpression()`: a genes x cells matrix.
 #' @export
 normalizedExpression <- function(model, newdata, batch = NULL, transform_batch = NULL,
-                                 library_size = 1, ...) {
+                                 library_size = 1, genes = NULL, ...) {
     UseMethod("normalizedExpression")
 }
 
 #' @rdname latent
 #' @export
 normalizedExpression.cellweave_scvi <- function(model, newdata, batch = NULL, transform_batch = NULL,
-                                                library_size = 1, ...) {
+                                                library_size = 1, genes = NULL, ...) {
     input <- .scvi_newdata(model, newdata, batch)
+    gene_index <- NULL
+    if (!is.null(genes)) gene_index <- .model_gene_index(model, genes)
     codes <- integer(0)
     if (!is.null(transform_batch)) {
         transform_batch <- as.character(transform_batch)
@@ -235,13 +236,32 @@ normalizedExpression.cellweave_scvi <- function(model, newdata, batch = NULL, tr
     } else {
         library_size <- .check_scalar_num(library_size, "library_size", min = 0, min_inclusive = FALSE)
     }
-    e <- cw_scvi_expression(model$arch, model$library_log_mean, model$library_log_var,
-                            model$weights, model$device, input$x@p, input$x@i,
+    e <- cw_scvi_expression(model$arch, model$weights, model$device, input$x@p, input$x@i,
                             as.double(input$x@x), dim(input$x), input$codes,
-                            as.integer(codes), library_size)
-    e <- t(e)
-    dimnames(e) <- dimnames(input$x)
+                            as.integer(codes), library_size,
+                            if (is.null(gene_index)) NULL else as.integer(gene_index))
+    gene_names <- rownames(input$x)
+    if (!is.null(gene_index)) gene_names <- gene_names[gene_index]
+    dimnames(e) <- list(gene_names, colnames(input$x))
     e
+}
+
+# 1-based positions of `genes` (names or indices) among the model's genes.
+.model_gene_index <- function(model, genes) {
+    n <- model$arch$n_genes
+    if (is.character(genes)) {
+        idx <- match(genes, model$genes)
+        if (is.null(model$genes) || anyNA(idx)) {
+            .stop_arg("genes", "names genes the model was not trained on (e.g. ",
+                      paste(utils::head(genes[is.na(idx)], 3), collapse = ", "), ").")
+        }
+        return(idx)
+    }
+    if (!is.numeric(genes) || anyNA(genes) || any(genes != round(genes)) ||
+        any(genes < 1) || any(genes > n)) {
+        .stop_arg("genes", "must be gene names or indices in 1..", n, ".")
+    }
+    as.integer(genes)
 }
 
 #' @export

@@ -63,6 +63,35 @@ test_that("normalizedExpression scales frequencies and decodes other batches", {
     expect_equal(both, each, tolerance = 1e-5)
 })
 
+test_that("normalizedExpression returns a subset of genes, the same values as the full matrix", {
+    e <- normalizedExpression(model, x, b, transform_batch = "ctrl")
+    genes <- rownames(x)[c(10, 3, 2000)]
+    sub <- normalizedExpression(model, x, b, transform_batch = "ctrl", genes = genes)
+    expect_identical(dimnames(sub), list(genes, colnames(x)))
+    expect_identical(sub, e[genes, ])
+    expect_identical(normalizedExpression(model, x, b, transform_batch = "ctrl", genes = c(10, 3, 2000)), sub)
+    expect_error(normalizedExpression(model, x, b, genes = "not-a-gene"), "`genes` names genes the model was not trained on")
+    expect_error(normalizedExpression(model, x, b, genes = 0), "`genes` must be gene names or indices in 1..2000")
+})
+
+test_that("a damaged saved model gives an R error, not a crash", {
+    bad <- model
+    bad$weights[13:16] <- as.raw(0xff) # tensor count 2^32 - 1
+    expect_error(latent(bad, x, b), "claim 4294967295 tensors")
+    bad <- model
+    bad$arch$n_hidden <- 1e9
+    expect_error(latent(bad, x, b), "architecture is damaged: `n_hidden`")
+    bad <- model
+    bad$arch$n_hidden <- 64
+    expect_error(latent(bad, x, b), "does not match its weights")
+    bad <- model
+    bad$weights <- bad$weights[1:100]
+    expect_error(latent(bad, x, b), "truncated|larger than the bytes|claim")
+    bad <- model
+    bad$weights[9:12] <- as.raw(c(1, 0, 0, 0)) # a model saved before weights by name
+    expect_error(latent(bad, x, b), "older cellweave")
+})
+
 test_that("newdata genes are matched by name", {
     shuffled <- x[rev(rownames(x)), ]
     expect_equal(latent(model, shuffled, b), latent(model, x, b))

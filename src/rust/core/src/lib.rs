@@ -5,12 +5,15 @@ pub mod classic;
 pub mod data;
 pub mod device;
 pub mod distributions;
+pub mod engine;
 pub mod error;
 pub mod metrics;
 pub mod models;
 pub mod neighbors;
 pub mod nn;
 pub mod pca;
+pub mod penalties;
+pub mod priors;
 pub mod simd;
 pub mod train;
 

@@ -43,11 +43,6 @@ pub fn dense_to_r(m: &DenseMatrix) -> Robj {
     RMatrix::new_matrix(m.n_rows, m.n_cols, |r, c| data[r * cols + c]).into()
 }
 
-/// A row-major f32 buffer as an R numeric matrix.
-pub fn f32_rows_to_r(values: &[f32], nrow: usize, ncol: usize) -> Robj {
-    RMatrix::new_matrix(nrow, ncol, |r, c| values[r * ncol + c] as f64).into()
-}
-
 /// Integer codes from R (0-based already) as u32, rejecting negatives.
 pub fn codes_from_r(codes: &[i32], what: &str) -> Result<Vec<u32>> {
     codes

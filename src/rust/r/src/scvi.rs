@@ -5,12 +5,13 @@ use std::time::Instant;
 use cellweave_core::data::CsrMatrix;
 use cellweave_core::device::ComputeDevice;
 use cellweave_core::distributions::GeneLikelihood;
+use cellweave_core::engine::Engine;
 use cellweave_core::models::scvi::{CountsAndBatch, LibraryScale, ScviArchitecture, ScviModel};
 use cellweave_core::train::{EpochRecord, TrainConfig, TrainingObserver};
 use extendr_api::Result;
 use extendr_api::prelude::*;
 
-use crate::convert::{Options, csr_from_slots, doubles, f32_rows_to_r, ints, r_err, to_r};
+use crate::convert::{Options, csr_from_slots, doubles, ints, r_err, to_r};
 use crate::interrupt::{console, interrupt_pending};
 
 /// Counts from the slots of a dgCMatrix (genes x cells) and 0-based batch codes.
@@ -108,6 +109,7 @@ impl TrainingObserver for ConsoleProgress {
         let bar: String = "=".repeat(filled) + &" ".repeat(width - filled);
         let validation = r
             .validation
+            .as_ref()
             .map(|v| format!(", validation ELBO {:.1}", v.elbo))
             .unwrap_or_default();
         let (start, end) = match self.style {
@@ -153,6 +155,8 @@ fn history_to_r(history: &[EpochRecord]) -> Result<Robj> {
             "train_loss",
             "train_reconstruction",
             "train_kl_local",
+            "train_kl_z",
+            "train_kl_library",
             "train_elbo",
             "validation_elbo",
             "validation_reconstruction",
@@ -164,19 +168,29 @@ fn history_to_r(history: &[EpochRecord]) -> Result<Robj> {
             col(&|r| r.kl_weight),
             col(&|r| r.train.loss),
             col(&|r| r.train.reconstruction),
-            col(&|r| r.train.kl_local),
+            col(&|r| r.train.kl_local()),
+            col(&|r| r.train.kl_z),
+            col(&|r| r.train.kl_library),
             col(&|r| r.train.elbo),
-            col(&|r| r.validation.map_or(na, |v| v.elbo)),
-            col(&|r| r.validation.map_or(na, |v| v.reconstruction)),
-            col(&|r| r.validation.map_or(na, |v| v.kl_local)),
+            col(&|r| r.validation.as_ref().map_or(na, |v| v.elbo)),
+            col(&|r| r.validation.as_ref().map_or(na, |v| v.reconstruction)),
+            col(&|r| r.validation.as_ref().map_or(na, |v| v.kl_local())),
             col(&|r| r.seconds),
         ],
     )?;
     Ok(list.into())
 }
 
-/// Trains scVI. Returns the latent (cells x n_latent), the weights (raw), the library prior,
-/// the history and the device used.
+/// The step engine a device runs: the host-fused one on CPU, the pure-tensor one on accelerators.
+fn engine_for(device: ComputeDevice) -> Engine {
+    match device {
+        ComputeDevice::Cuda => Engine::Tensor,
+        _ => Engine::HostFused,
+    }
+}
+
+/// Trains scVI. Returns the latent (cells x n_latent), the weights (raw, by name), the history
+/// and the device used.
 /// @noRd
 #[extendr]
 #[allow(clippy::too_many_arguments)]
@@ -209,7 +223,7 @@ fn cw_scvi_train(
         counts: &counts,
         batch: &codes,
     };
-    let model = ScviModel::train(arch, &config, data, device, &mut progress).map_err(|e| {
+    let model = ScviModel::train(arch, &config, data, device, engine_for(device), &mut progress).map_err(|e| {
         // End a half-drawn progress bar before R prints the error.
         if style == ProgressStyle::Bar && progress.last_print.is_some() {
             console("\n");
@@ -218,19 +232,10 @@ fn cw_scvi_train(
     })?;
     let latent = to_r(model.latent(data))?;
     let list = List::from_names_and_values(
-        [
-            "latent",
-            "weights",
-            "library_log_mean",
-            "library_log_var",
-            "history",
-            "device",
-        ],
+        ["latent", "weights", "history", "device"],
         [
             crate::convert::dense_to_r(&latent),
             Raw::from_bytes(&model.weights_bytes()).into(),
-            model.library_log_mean.clone().into(),
-            model.library_log_var.clone().into(),
             history_to_r(&model.history)?,
             model.device.name().into(),
         ],
@@ -238,25 +243,13 @@ fn cw_scvi_train(
     Ok(list.into())
 }
 
-fn load(
-    arch: List,
-    library_log_mean: Robj,
-    library_log_var: Robj,
-    weights: Robj,
-    device: &str,
-) -> Result<ScviModel> {
+fn load(arch: List, weights: Robj, device: &str) -> Result<ScviModel> {
     let arch = architecture(&Options(&arch))?;
     let bytes = weights
         .as_raw_slice()
         .ok_or_else(|| Error::Other("the model's weights must be a raw vector".into()))?;
     let device = to_r(ComputeDevice::parse(device))?;
-    to_r(ScviModel::from_parts(
-        arch,
-        doubles(&library_log_mean, "library_log_mean")?.to_vec(),
-        doubles(&library_log_var, "library_log_var")?.to_vec(),
-        bytes,
-        device,
-    ))
+    to_r(ScviModel::from_parts(arch, bytes, device, engine_for(device)))
 }
 
 /// Posterior-mean latent of new cells under a saved model.
@@ -265,8 +258,6 @@ fn load(
 #[allow(clippy::too_many_arguments)]
 fn cw_scvi_latent(
     arch: List,
-    library_log_mean: Robj,
-    library_log_var: Robj,
     weights: Robj,
     device: &str,
     p: Robj,
@@ -275,7 +266,7 @@ fn cw_scvi_latent(
     dim: Robj,
     batch: Robj,
 ) -> Result<Robj> {
-    let model = load(arch, library_log_mean, library_log_var, weights, device)?;
+    let model = load(arch, weights, device)?;
     let (counts, codes) = counts_and_codes(&p, &i, &x, &dim, &batch)?;
     let latent = to_r(model.latent(CountsAndBatch {
         counts: &counts,
@@ -284,15 +275,14 @@ fn cw_scvi_latent(
     Ok(crate::convert::dense_to_r(&latent))
 }
 
-/// Decoded expression (cells x genes) of new cells under a saved model.
+/// Decoded expression of new cells under a saved model: a genes x cells matrix of the genes
+/// `genes` (1-based; all when NULL), filled a chunk of cells at a time.
 /// `library_size`: a positive number, or NULL for each cell's observed total count.
 /// @noRd
 #[extendr]
 #[allow(clippy::too_many_arguments)]
 fn cw_scvi_expression(
     arch: List,
-    library_log_mean: Robj,
-    library_log_var: Robj,
     weights: Robj,
     device: &str,
     p: Robj,
@@ -302,8 +292,9 @@ fn cw_scvi_expression(
     batch: Robj,
     transform_batch: Robj,
     library_size: Robj,
+    genes: Robj,
 ) -> Result<Robj> {
-    let model = load(arch, library_log_mean, library_log_var, weights, device)?;
+    let model = load(arch, weights, device)?;
     let (counts, codes) = counts_and_codes(&p, &i, &x, &dim, &batch)?;
     let transform = crate::convert::codes_from_r(
         ints(&transform_batch, "transform_batch")?,
@@ -314,12 +305,36 @@ fn cw_scvi_expression(
     } else {
         LibraryScale::Constant(doubles(&library_size, "library_size")?[0])
     };
+    let genes: Option<Vec<usize>> = if genes.is_null() {
+        None
+    } else {
+        Some(
+            ints(&genes, "genes")?
+                .iter()
+                .map(|&j| {
+                    if j < 1 {
+                        Err(Error::Other("`genes`: indices must be >= 1".into()))
+                    } else {
+                        Ok(j as usize - 1)
+                    }
+                })
+                .collect::<Result<_>>()?,
+        )
+    };
+    let width = genes.as_ref().map_or(counts.n_cols, |g| g.len());
     let data = CountsAndBatch {
         counts: &counts,
         batch: &codes,
     };
-    let values = to_r(model.normalized_expression(data, &transform, library))?;
-    Ok(f32_rows_to_r(&values, counts.n_rows, counts.n_cols))
+    let mut out = RMatrix::<f64>::new_matrix(width, counts.n_rows, |_, _| 0.0);
+    let values = out.data_mut();
+    // Column-major genes x cells: each cell's genes are contiguous, as in the row-major block.
+    to_r(model.normalized_expression(data, &transform, library, genes.as_deref(), &mut |start, block| {
+        for (o, &v) in values[start * width..start * width + block.len()].iter_mut().zip(block) {
+            *o = v as f64;
+        }
+    }))?;
+    Ok(out.into())
 }
 
 /// Mean ELBO, reconstruction error and KL of cells under a saved model.
@@ -328,8 +343,6 @@ fn cw_scvi_expression(
 #[allow(clippy::too_many_arguments)]
 fn cw_scvi_elbo(
     arch: List,
-    library_log_mean: Robj,
-    library_log_var: Robj,
     weights: Robj,
     device: &str,
     p: Robj,
@@ -339,7 +352,7 @@ fn cw_scvi_elbo(
     batch: Robj,
     seed: f64,
 ) -> Result<Robj> {
-    let model = load(arch, library_log_mean, library_log_var, weights, device)?;
+    let model = load(arch, weights, device)?;
     let (counts, codes) = counts_and_codes(&p, &i, &x, &dim, &batch)?;
     let r = to_r(model.elbo(
         CountsAndBatch {
@@ -350,7 +363,7 @@ fn cw_scvi_elbo(
     ))?;
     let list = List::from_names_and_values(
         ["elbo", "reconstruction", "kl_local"],
-        [r.elbo.into(), r.reconstruction.into(), r.kl_local.into()] as [Robj; 3],
+        [r.elbo.into(), r.reconstruction.into(), r.kl_local().into()] as [Robj; 3],
     )?;
     Ok(list.into())
 }

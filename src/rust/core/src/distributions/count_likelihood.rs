@@ -68,6 +68,8 @@ pub struct LikelihoodResult<F> {
     pub log_lik: Vec<f64>,
     pub d_scale_logits: Vec<F>,
     pub d_dropout_logits: Vec<F>,
+    /// d/d log theta of `grad_scale * sum_i v_i log p(x_i)` (`v`: the theta weights, 1 when not
+    /// given).
     pub d_log_theta: Vec<F>,
     pub d_log_library: Vec<F>,
 }
@@ -85,7 +87,8 @@ struct GeneTerms<'a, F> {
 }
 
 /// One cell's outputs: its log-likelihood is returned; gradients (already multiplied by the
-/// grad scale `c`) are written to the slices, and `d_theta` accumulates.
+/// grad scale `c`; for the dispersions by `c_theta`) are written to the slices, and `d_theta`
+/// accumulates.
 struct CellOutputs<'a, F> {
     d_scale: &'a mut [F],
     d_dropout: &'a mut [F],
@@ -96,13 +99,15 @@ struct CellOutputs<'a, F> {
 }
 
 /// Evaluates the log-likelihood of the counts of `rows` (cells of `counts`) under the decoder
-/// outputs; with `grad_scale = Some(c)` also the gradients of `c * sum_i log p(x_i)`.
+/// outputs; with `grad_scale = Some(c)` also the gradients of `c * sum_i log p(x_i)`, except that
+/// the dispersions' gradient weights cell i by `theta_weights[i]` when given.
 pub fn log_likelihood<F: KernelFloat>(
     likelihood: GeneLikelihood,
     counts: &CsrMatrix,
     rows: &[usize],
     out: &DecoderOutputs<'_, F>,
     grad_scale: Option<F>,
+    theta_weights: Option<&[F]>,
 ) -> LikelihoodResult<F> {
     let n = rows.len();
     let g = counts.n_cols;
@@ -136,17 +141,17 @@ pub fn log_likelihood<F: KernelFloat>(
     let mut d_scale = vec![F::zero(); n * g];
     let mut d_dropout = vec![F::zero(); n * g];
     let mut d_library = vec![F::zero(); n];
-    let n_tasks = n.div_ceil(CELLS_PER_TASK);
     let avx2 = has_avx2_fma();
 
-    // Each task owns a block of cells and returns its partial gradient for r.
-    let partial_d_theta: Vec<Vec<F>> = (0..n_tasks)
-        .into_par_iter()
-        .zip(log_lik.par_chunks_mut(CELLS_PER_TASK))
+    // Each task owns a block of cells and returns its partial gradient for r (summed in task
+    // order afterwards: the same bits on every machine).
+    let partial_d_theta: Vec<Vec<F>> = log_lik
+        .par_chunks_mut(CELLS_PER_TASK)
         .zip(d_scale.par_chunks_mut(CELLS_PER_TASK * g))
         .zip(d_dropout.par_chunks_mut(CELLS_PER_TASK * g))
         .zip(d_library.par_chunks_mut(CELLS_PER_TASK))
-        .map(|((((task, ll_out), ds_out), dd_out), dl_out)| {
+        .enumerate()
+        .map(|(task, (((ll_out, ds_out), dd_out), dl_out))| {
             let mut d_theta = vec![F::zero(); g];
             let mut rho = vec![F::zero(); g];
             let mut work = vec![F::zero(); g];
@@ -172,17 +177,18 @@ pub fn log_likelihood<F: KernelFloat>(
                     rho: &mut rho,
                     work: &mut work,
                 };
+                let c_theta = c * theta_weights.map_or(F::one(), |w| w[i]);
                 #[cfg(target_arch = "x86_64")]
                 let (ll, d_l) = if avx2 {
                     // SAFETY: the CPU has AVX2 and FMA (checked at run time).
-                    unsafe { cell_avx2(&cell, &genes, outputs, with_grad, c) }
+                    unsafe { cell_avx2(&cell, &genes, outputs, with_grad, c, c_theta) }
                 } else {
-                    cell_generic(&cell, &genes, outputs, with_grad, c)
+                    cell_generic(&cell, &genes, outputs, with_grad, c, c_theta)
                 };
                 #[cfg(not(target_arch = "x86_64"))]
                 let (ll, d_l) = {
                     let _ = avx2;
-                    cell_generic(&cell, &genes, outputs, with_grad, c)
+                    cell_generic(&cell, &genes, outputs, with_grad, c, c_theta)
                 };
                 *ll_slot = ll;
                 dl_out[k] = d_l;
@@ -190,19 +196,15 @@ pub fn log_likelihood<F: KernelFloat>(
             d_theta
         })
         .collect();
-
-    let mut d_log_theta = if with_grad {
-        vec![F::zero(); g]
-    } else {
-        Vec::new()
-    };
+    let mut d_theta = vec![F::zero(); if with_grad { g } else { 0 }];
     if with_grad {
         for part in &partial_d_theta {
-            for (a, &b) in d_log_theta.iter_mut().zip(part) {
+            for (a, &b) in d_theta.iter_mut().zip(part) {
                 *a = *a + b;
             }
         }
     }
+
     if !with_grad {
         d_scale = Vec::new();
         d_library = Vec::new();
@@ -214,7 +216,7 @@ pub fn log_likelihood<F: KernelFloat>(
         log_lik,
         d_scale_logits: d_scale,
         d_dropout_logits: d_dropout,
-        d_log_theta,
+        d_log_theta: d_theta,
         d_log_library: d_library,
     }
 }
@@ -236,8 +238,9 @@ unsafe fn cell_avx2<F: KernelFloat>(
     out: CellOutputs<'_, F>,
     with_grad: bool,
     c: F,
+    c_theta: F,
 ) -> (f64, F) {
-    cell_generic(cell, genes, out, with_grad, c)
+    cell_generic(cell, genes, out, with_grad, c, c_theta)
 }
 
 /// The likelihood of one cell: a dense pass over all genes as if every count were zero (plain
@@ -250,6 +253,7 @@ fn cell_generic<F: KernelFloat>(
     out: CellOutputs<'_, F>,
     with_grad: bool,
     c: F,
+    c_theta: F,
 ) -> (f64, F) {
     let s = cell.scale_logits;
     let g = s.len();
@@ -292,7 +296,7 @@ fn cell_generic<F: KernelFloat>(
                 work[j] = sp_t - sp_mp;
                 d_scale[j] = -sig_t * th * mu * inv_th_mu;
                 d_dropout[j] = c * (sig_mp - sig_t);
-                d_theta[j] = d_theta[j] + c * sig_t * th * (r - log_th_mu + one - th * inv_th_mu);
+                d_theta[j] = d_theta[j] + c_theta * sig_t * th * (r - log_th_mu + one - th * inv_th_mu);
             }
         }
         None => {
@@ -303,7 +307,7 @@ fn cell_generic<F: KernelFloat>(
                 let inv_th_mu = (th + mu).recip();
                 work[j] = th * (r - log_th_mu);
                 d_scale[j] = -th * mu * inv_th_mu;
-                d_theta[j] = d_theta[j] + c * th * (r - log_th_mu + one - th * inv_th_mu);
+                d_theta[j] = d_theta[j] + c_theta * th * (r - log_th_mu + one - th * inv_th_mu);
             }
         }
     }
@@ -360,7 +364,7 @@ fn cell_generic<F: KernelFloat>(
         }
         d_scale[j] = da;
         sum_da = sum_da + da - zero_da;
-        d_theta[j] = d_theta[j] + c * (dr - zero_dr);
+        d_theta[j] = d_theta[j] + c_theta * (dr - zero_dr);
     }
 
     if !with_grad {
@@ -532,7 +536,7 @@ mod tests {
             log_theta: &log_theta,
             log_library: &log_library,
         };
-        log_likelihood(likelihood, &counts, &[0], &out, None).log_lik[0]
+        log_likelihood(likelihood, &counts, &[0], &out, None, None).log_lik[0]
     }
 
     #[test]
@@ -548,7 +552,7 @@ mod tests {
     #[test]
     fn f32_evaluation_is_close_to_f64() {
         let (counts, rows, data) = random_problem(11);
-        let r64 = log_likelihood(GeneLikelihood::Zinb, &counts, &rows, &data.view(), None);
+        let r64 = log_likelihood(GeneLikelihood::Zinb, &counts, &rows, &data.view(), None, None);
         let d32: Vec<Vec<f32>> = [
             &data.scale,
             &data.dropout,
@@ -564,7 +568,7 @@ mod tests {
             log_theta: &d32[2],
             log_library: &d32[3],
         };
-        let r32 = log_likelihood(GeneLikelihood::Zinb, &counts, &rows, &out32, None);
+        let r32 = log_likelihood(GeneLikelihood::Zinb, &counts, &rows, &out32, None, None);
         for (a, b) in r64.log_lik.iter().zip(&r32.log_lik) {
             assert!((a - b).abs() < 1e-4 * a.abs().max(1.0), "{a} vs {b}");
         }
@@ -618,7 +622,7 @@ mod tests {
     }
 
     fn total(likelihood: GeneLikelihood, counts: &CsrMatrix, rows: &[usize], p: &Problem) -> f64 {
-        log_likelihood(likelihood, counts, rows, &p.view(), None)
+        log_likelihood(likelihood, counts, rows, &p.view(), None, None)
             .log_lik
             .iter()
             .sum()
@@ -630,7 +634,7 @@ mod tests {
         for likelihood in [GeneLikelihood::Zinb, GeneLikelihood::Nb] {
             let (counts, rows, mut p) = random_problem(3);
             let scale = -0.5;
-            let res = log_likelihood(likelihood, &counts, &rows, &p.view(), Some(scale));
+            let res = log_likelihood(likelihood, &counts, &rows, &p.view(), Some(scale), None);
             let h = 1e-5;
             let fields = ["scale logits", "log theta", "log library", "dropout logits"];
             for (field, what) in fields.iter().enumerate() {
@@ -657,6 +661,32 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// With theta weights, the dispersion gradient is the weighted sum of each cell's own.
+    #[test]
+    fn theta_weights_weight_each_cells_dispersion_gradient() {
+        let (counts, rows, p) = random_problem(5);
+        assert!(rows.len() > CELLS_PER_TASK);
+        let weights: Vec<f64> = (0..rows.len()).map(|i| 0.5 + i as f64).collect();
+        let weighted = log_likelihood(GeneLikelihood::Zinb, &counts, &rows, &p.view(), Some(-2.0), Some(&weights));
+        let g = counts.n_cols;
+        let mut expected = vec![0f64; g];
+        for (i, &r) in rows.iter().enumerate() {
+            let one = Problem {
+                scale: p.scale[i * g..(i + 1) * g].to_vec(),
+                dropout: p.dropout[i * g..(i + 1) * g].to_vec(),
+                log_theta: p.log_theta.clone(),
+                log_library: vec![p.log_library[i]],
+            };
+            let single = log_likelihood(GeneLikelihood::Zinb, &counts, &[r], &one.view(), Some(-2.0), None);
+            for (e, d) in expected.iter_mut().zip(&single.d_log_theta) {
+                *e += weights[i] * d;
+            }
+        }
+        for (a, b) in weighted.d_log_theta.iter().zip(&expected) {
+            assert!((a - b).abs() < 1e-9 * b.abs().max(1.0), "{a} vs {b}");
         }
     }
 
@@ -696,7 +726,8 @@ mod tests {
     #[test]
     fn no_gradient_buffers_without_a_gradient() {
         let (counts, rows, p) = random_problem(5);
-        let res = log_likelihood(GeneLikelihood::Zinb, &counts, &rows, &p.view(), None);
+        assert!(rows.len() > CELLS_PER_TASK);
+        let res = log_likelihood(GeneLikelihood::Zinb, &counts, &rows, &p.view(), None, None);
         assert!(res.d_scale_logits.is_empty() && res.d_log_theta.is_empty());
         assert_eq!(res.log_lik.len(), rows.len());
         assert!(res.log_lik.iter().all(|v| v.is_finite() && *v < 0.0));

@@ -7,6 +7,9 @@
 //! directly and the output layer feeds the kernel in place; only hidden-sized tensors go back
 //! to the autodiff graph. All products are deterministic (no reduction order depends on threads).
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+
 use burn::module::ParamId;
 use burn::nn::Linear;
 use faer::linalg::matmul::matmul;
@@ -16,30 +19,40 @@ use rayon::prelude::*;
 use super::to_host;
 use crate::data::CsrMatrix;
 
-/// A burn `Linear` layer copied to the host for one pass: forward and backward products run
-/// here; the weight gradients go back to the optimiser under the layer's parameter ids.
-pub struct HostLinear {
+/// The master copies of the host-side parameters during training: the host Adam updates them
+/// in place, and the module's tensors are written from them once per epoch, so a step copies
+/// no weights between the module and the host.
+#[derive(Default)]
+pub struct HostStore {
+    pub values: HashMap<ParamId, Vec<f32>>,
+}
+
+/// A burn `Linear` layer on the host for one pass (its values borrowed from the `HostStore`, or
+/// copied from the module): forward and backward products run here; the weight gradients go
+/// back to the optimiser under the layer's parameter ids.
+pub struct HostLinear<'s> {
     pub d_in: usize,
     pub d_out: usize,
     /// `d_in x d_out`, row-major (burn's layout).
-    pub weight: Vec<f32>,
-    pub bias: Vec<f32>,
+    pub weight: Cow<'s, [f32]>,
+    pub bias: Cow<'s, [f32]>,
     weight_id: ParamId,
     bias_id: Option<ParamId>,
 }
 
-impl HostLinear {
-    pub fn of(linear: &Linear) -> Self {
+impl<'s> HostLinear<'s> {
+    pub fn of(linear: &Linear, store: Option<&'s HostStore>) -> Self {
         let [d_in, d_out] = linear.weight.val().dims();
+        let stored = |id: ParamId| store.and_then(|s| s.values.get(&id)).map(|v| Cow::Borrowed(v.as_slice()));
         Self {
             d_in,
             d_out,
-            weight: to_host(linear.weight.val()),
-            bias: linear
-                .bias
-                .as_ref()
-                .map(|b| to_host(b.val()))
-                .unwrap_or_else(|| vec![0.0; d_out]),
+            weight: stored(linear.weight.id)
+                .unwrap_or_else(|| Cow::Owned(to_host(linear.weight.val()))),
+            bias: match &linear.bias {
+                Some(b) => stored(b.id).unwrap_or_else(|| Cow::Owned(to_host(b.val()))),
+                None => Cow::Owned(vec![0.0; d_out]),
+            },
             weight_id: linear.weight.id,
             bias_id: linear.bias.as_ref().map(|b| b.id),
         }
@@ -49,61 +62,76 @@ impl HostLinear {
     pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
         let mut out = matmul_ab(x, &self.weight, n, self.d_in, self.d_out);
         for row in out.chunks_exact_mut(self.d_out) {
-            for (o, &b) in row.iter_mut().zip(&self.bias) {
+            for (o, &b) in row.iter_mut().zip(self.bias.iter()) {
                 *o += b;
             }
         }
         out
     }
 
-    /// Given d loss / d output (`n x d_out`): adds d loss / d x to `d_x` (`n x d_in`) and records
-    /// the weight and bias gradients.
-    pub fn backward(
+    /// Adds d/d x of `sum(d_output * output)` to `d_x` (`n x d_in`).
+    pub fn backward_input(&self, d_output: &[f32], n: usize, d_x: &mut [f32]) {
+        matmul_abt_add(d_x, d_output, &self.weight, n, self.d_out, self.d_in);
+    }
+
+    /// Records the weight and bias gradients of `sum_i w_i sum(d_output_i * output_i)` for
+    /// inputs `x` (`n x d_in`).
+    pub fn backward_weights(
         &self,
         x: &[f32],
         d_output: &[f32],
+        w: &[f32],
         n: usize,
-        d_x: &mut [f32],
         grads: &mut Gradients,
     ) {
-        matmul_abt_add(d_x, d_output, &self.weight, n, self.d_out, self.d_in);
-        let d_weight = matmul_atb(x, d_output, n, self.d_in, self.d_out);
-        grads.push(
-            self.weight_id,
-            vec![self.d_in, self.d_out],
-            &self.weight,
-            d_weight,
-        );
+        let uniform = w.iter().all(|&v| v == w[0]);
+        let (d_weight, d_bias) = if uniform {
+            // The usual case (a mean over cells): one scale for the whole product.
+            let d_weight = matmul_atb_scaled(x, d_output, n, self.d_in, self.d_out, w[0]);
+            let mut d_bias = column_sums(d_output, n, self.d_out);
+            d_bias.iter_mut().for_each(|v| *v *= w[0]);
+            (d_weight, d_bias)
+        } else {
+            let weighted: Vec<f32> = x
+                .chunks_exact(self.d_in)
+                .zip(w)
+                .flat_map(|(row, &wi)| row.iter().map(move |&v| v * wi))
+                .collect();
+            let d_weight = matmul_atb(&weighted, d_output, n, self.d_in, self.d_out);
+            let mut d_bias = vec![0f32; self.d_out];
+            for (row, &wi) in d_output.chunks_exact(self.d_out).zip(w) {
+                for (o, &v) in d_bias.iter_mut().zip(row) {
+                    *o += wi * v;
+                }
+            }
+            (d_weight, d_bias)
+        };
+        grads.push(self.weight_id, d_weight);
         if let Some(id) = self.bias_id {
-            grads.push(
-                id,
-                vec![self.d_out],
-                &self.bias,
-                column_sums(d_output, n, self.d_out),
-            );
+            grads.push(id, d_bias);
         }
     }
 
-    /// The first layer of an encoder on counts: `x W[..g] + W[g + c] + b` for the cells `rows`
-    /// of `counts` (`g` genes), with `values` in place of the stored counts (e.g. their log1p,
-    /// same order) and, when the layer takes one, a one-hot covariate with codes `covariate`
-    /// (its weight rows follow the genes'). The counts stay sparse.
+    /// The first layer of an encoder on counts: `x W[..g] + sum_c W[g + c] + b` for the cells
+    /// `rows` of `counts` (`g` genes), with `values` in place of the stored counts (e.g. their
+    /// log1p, same order) and the one-hot covariate columns `columns[i]` of cell i (their
+    /// weight rows follow the genes'). The counts stay sparse.
     pub fn forward_sparse(
         &self,
         counts: &CsrMatrix,
         rows: &[usize],
         values: &[f32],
-        covariate: Option<&[u32]>,
+        columns: &[Vec<usize>],
     ) -> Vec<f32> {
         let h = self.d_out;
         let g = counts.n_cols;
         let mut out = sparse_matmul(counts, rows, values, &self.weight, h);
         for (i, row) in out.chunks_exact_mut(h).enumerate() {
-            for (o, &b) in row.iter_mut().zip(&self.bias) {
+            for (o, &b) in row.iter_mut().zip(self.bias.iter()) {
                 *o += b;
             }
-            if let Some(codes) = covariate {
-                let c = g + codes[i] as usize;
+            for &c in &columns[i] {
+                let c = g + c;
                 for (o, &w) in row.iter_mut().zip(&self.weight[c * h..(c + 1) * h]) {
                     *o += w;
                 }
@@ -118,7 +146,7 @@ impl HostLinear {
         counts: &CsrMatrix,
         rows: &[usize],
         values: &[f32],
-        covariate: Option<&[u32]>,
+        columns: &[Vec<usize>],
         d_output: &[f32],
         grads: &mut Gradients,
     ) {
@@ -126,60 +154,41 @@ impl HostLinear {
         let g = counts.n_cols;
         let mut d_weight = vec![0f32; self.d_in * h];
         sparse_transpose_matmul(counts, rows, values, d_output, h, &mut d_weight);
-        if let Some(codes) = covariate {
-            for (i, d) in d_output.chunks_exact(h).enumerate() {
-                let c = g + codes[i] as usize;
+        for (i, d) in d_output.chunks_exact(h).enumerate() {
+            for &c in &columns[i] {
+                let c = g + c;
                 for (o, &v) in d_weight[c * h..(c + 1) * h].iter_mut().zip(d) {
                     *o += v;
                 }
             }
         }
-        grads.push(self.weight_id, vec![self.d_in, h], &self.weight, d_weight);
+        grads.push(self.weight_id, d_weight);
         if let Some(id) = self.bias_id {
-            grads.push(
-                id,
-                vec![h],
-                &self.bias,
-                column_sums(d_output, d_output.len() / h, h),
-            );
+            grads.push(id, column_sums(d_output, d_output.len() / h, h));
         }
     }
 }
 
-/// Parameters whose gradients were computed on the host: their current values and gradients,
-/// updated on the host (`train::adam::HostAdam`) and written back to the module.
+/// Gradients of the host-side parameters, by parameter id; the host Adam applies them.
 #[derive(Default)]
 pub struct Gradients {
-    entries: Vec<HostParam>,
-}
-
-/// One parameter on the host: its id, shape, values and gradient.
-pub struct HostParam {
-    pub id: ParamId,
-    pub dims: Vec<usize>,
-    pub values: Vec<f32>,
-    pub gradient: Vec<f32>,
+    entries: Vec<(ParamId, Vec<f32>)>,
 }
 
 impl Gradients {
-    pub fn push(&mut self, id: ParamId, dims: Vec<usize>, values: &[f32], gradient: Vec<f32>) {
-        self.entries.push(HostParam {
-            id,
-            dims,
-            values: values.to_vec(),
-            gradient,
-        });
+    pub fn push(&mut self, id: ParamId, gradient: Vec<f32>) {
+        self.entries.push((id, gradient));
     }
 
     /// The gradient of parameter `id`, if it was computed here.
     pub fn gradient(&self, id: ParamId) -> Option<&[f32]> {
         self.entries
             .iter()
-            .find(|e| e.id == id)
-            .map(|e| e.gradient.as_slice())
+            .find(|e| e.0 == id)
+            .map(|e| e.1.as_slice())
     }
 
-    pub fn into_params(self) -> Vec<HostParam> {
+    pub fn into_entries(self) -> Vec<(ParamId, Vec<f32>)> {
         self.entries
     }
 }
@@ -202,6 +211,11 @@ pub fn matmul_ab(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32>
 
 /// `a^T (k x m) @ b (m x n)` for row-major `a (m x k)`, `b (m x n)`.
 pub fn matmul_atb(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    matmul_atb_scaled(a, b, m, k, n, 1.0)
+}
+
+/// `alpha a^T b`, as `matmul_atb`.
+pub fn matmul_atb_scaled(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, alpha: f32) -> Vec<f32> {
     let mut out = vec![0f32; k * n];
     if k * n > 0 {
         matmul(
@@ -209,7 +223,7 @@ pub fn matmul_atb(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32
             Accum::Replace,
             MatRef::from_row_major_slice(a, m, k).transpose(),
             MatRef::from_row_major_slice(b, m, n),
-            1.0f32,
+            alpha,
             par(m * n * k),
         );
     }

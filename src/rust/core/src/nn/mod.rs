@@ -1,25 +1,30 @@
-//! Neural-network building blocks shared by the models: scvi-tools' `FCLayers` (Linear ->
-//! BatchNorm -> ReLU -> Dropout, with categorical covariates concatenated to the input of
-//! every layer that asks for them) and PyTorch-style initialisation from our own seeded RNG.
+//! Neural-network building blocks shared by the models, in scvi-tools' shapes: `FcLayers`
+//! (Linear -> BatchNorm -> ReLU -> Dropout, categorical covariates concatenated as asked),
+//! the Gaussian `Encoder`, the count `Decoder` with its likelihood head (`CountHead`), a
+//! `Classifier`, and PyTorch-style initialisation from our own seeded RNG.
 //!
 //! Randomness (initial weights, dropout masks, reparameterisation noise) comes from the
 //! caller's `Xoshiro256PlusPlus`, never from a backend's RNG: that is what makes a seed give the
 //! same bits on every CPU backend.
 
+pub mod classifier;
+pub mod decoder;
+pub mod encoder;
+pub mod fc;
 pub mod host;
 pub mod weights;
 
-use burn::module::{Module, Param};
-use burn::nn::{BatchNorm, BatchNormConfig, Linear};
-use burn::tensor::activation::relu;
+pub use classifier::Classifier;
+pub use decoder::{CountHead, Decoder};
+pub use encoder::Encoder;
+pub use fc::{BatchNorm1d, Covariates, FcLayers};
+
+use burn::module::Param;
+use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::RngExt;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand_distr::{Distribution, StandardNormal};
-
-/// scvi-tools' BatchNorm1d settings (momentum 0.01, eps 1e-3).
-const BN_MOMENTUM: f64 = 0.01;
-const BN_EPSILON: f64 = 1e-3;
 
 /// A tensor built from host values.
 pub fn tensor_2d(values: Vec<f32>, rows: usize, cols: usize, device: &Device) -> Tensor<2> {
@@ -99,93 +104,3 @@ pub fn linear(rng: &mut Xoshiro256PlusPlus, d_in: usize, d_out: usize, device: &
     }
 }
 
-/// Linear -> BatchNorm -> ReLU (dropout is applied by the caller's mask).
-#[derive(Module, Debug)]
-pub struct FcLayer {
-    pub linear: Linear,
-    pub norm: BatchNorm,
-}
-
-/// A stack of `FcLayer`s. Categorical covariates (one-hot) are concatenated to the input of
-/// the first layer, and of every layer when `inject_covariates` ("deeply injected").
-#[derive(Module, Debug)]
-pub struct FcLayers {
-    pub layers: Vec<FcLayer>,
-    pub n_cat: usize,
-    pub inject_covariates: bool,
-}
-
-impl FcLayers {
-    pub fn new(
-        rng: &mut Xoshiro256PlusPlus,
-        d_in: usize,
-        d_hidden: usize,
-        n_layers: usize,
-        n_cat: usize,
-        inject_covariates: bool,
-        device: &Device,
-    ) -> Self {
-        let layers = (0..n_layers)
-            .map(|k| {
-                let base = if k == 0 { d_in } else { d_hidden };
-                let takes_cat = n_cat > 0 && (k == 0 || inject_covariates);
-                let d = base + if takes_cat { n_cat } else { 0 };
-                FcLayer {
-                    linear: linear(rng, d, d_hidden, device),
-                    norm: BatchNormConfig::new(d_hidden)
-                        .with_momentum(BN_MOMENTUM)
-                        .with_epsilon(BN_EPSILON)
-                        .init(device),
-                }
-            })
-            .collect();
-        Self {
-            layers,
-            n_cat,
-            inject_covariates,
-        }
-    }
-
-    pub fn n_layers(&self) -> usize {
-        self.layers.len()
-    }
-
-    /// `masks`: one dropout mask per layer (training), or none (evaluation, or no dropout).
-    pub fn forward(
-        &self,
-        x: Tensor<2>,
-        covariates: Option<&Tensor<2>>,
-        masks: &[Tensor<2>],
-    ) -> Tensor<2> {
-        let x = match covariates.filter(|_| self.n_cat > 0) {
-            Some(cat) => Tensor::cat(vec![x, cat.clone()], 1),
-            None => x,
-        };
-        let pre = self.layers[0].linear.forward(x);
-        self.forward_from_first_linear(pre, covariates, masks)
-    }
-
-    /// The stack given the first layer's linear output (computed elsewhere, e.g. on the host
-    /// from sparse counts).
-    pub fn forward_from_first_linear(
-        &self,
-        first_linear: Tensor<2>,
-        covariates: Option<&Tensor<2>>,
-        masks: &[Tensor<2>],
-    ) -> Tensor<2> {
-        let mut h = relu(self.layers[0].norm.forward(first_linear));
-        if let Some(mask) = masks.first() {
-            h = h * mask.clone();
-        }
-        for (k, layer) in self.layers.iter().enumerate().skip(1) {
-            if let Some(cat) = covariates.filter(|_| self.n_cat > 0 && self.inject_covariates) {
-                h = Tensor::cat(vec![h, cat.clone()], 1);
-            }
-            h = relu(layer.norm.forward(layer.linear.forward(h)));
-            if let Some(mask) = masks.get(k) {
-                h = h * mask.clone();
-            }
-        }
-        h
-    }
-}

@@ -1,9 +1,13 @@
-//! What every model's training shares: the train/validation split, minibatches, KL warm-up,
-//! the max-epochs heuristic, early stopping, the per-epoch history, and the observer through
-//! which a caller shows progress and asks to stop.
+//! What every model's training shares: the train/validation split, minibatch samplers, KL
+//! warm-up, the max-epochs heuristic, early stopping, the per-epoch history, the observer through
+//! which a caller shows progress and asks to stop, and the one training loop (`fit`).
 
 pub mod adam;
+mod trainer;
 
+pub use trainer::{EVAL_CHUNK, Fit, ParamGroup, TrainingPlan, evaluate, fit};
+
+use rand::RngExt;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::seq::SliceRandom;
 
@@ -78,9 +82,10 @@ impl TrainConfig {
     }
 }
 
-/// scvi-tools' default number of epochs: min(round(20000 / n_cells * 400), 400).
+/// scvi-tools' default number of epochs: min(round(20000 / n_cells * 400), 400), with Python's
+/// rounding of halves to even.
 pub fn max_epochs_heuristic(n_cells: usize) -> usize {
-    let epochs = (20_000.0 / n_cells.max(1) as f64 * 400.0).round() as usize;
+    let epochs = (20_000.0 / n_cells.max(1) as f64 * 400.0).round_ties_even() as usize;
     epochs.clamp(1, 400)
 }
 
@@ -101,15 +106,114 @@ pub struct DataSplit {
 }
 
 impl DataSplit {
-    /// A random split: ceil(train_size * n) training cells.
-    pub fn random(n_cells: usize, train_size: f64, rng: &mut Xoshiro256PlusPlus) -> Self {
+    /// A random split: ceil(train_size * n) training cells. As scvi-tools does for its default
+    /// split, when the training cells would leave a last minibatch of 1 or 2 cells (batch
+    /// normalisation on them is noise), those cells move to the validation set (or, without
+    /// one, are left out).
+    pub fn random(
+        n_cells: usize,
+        train_size: f64,
+        batch_size: usize,
+        rng: &mut Xoshiro256PlusPlus,
+    ) -> Self {
         let mut order: Vec<usize> = (0..n_cells).collect();
         order.shuffle(rng);
-        let n_train = ((train_size * n_cells as f64).ceil() as usize).min(n_cells);
-        let validation = order.split_off(n_train);
+        let mut n_train = ((train_size * n_cells as f64).ceil() as usize).min(n_cells);
+        let has_validation = n_train < n_cells;
+        let tail = n_train % batch_size.max(1);
+        if (1..3).contains(&tail) && n_train > tail {
+            n_train -= tail;
+        }
+        let mut validation = order.split_off(n_train);
+        if !has_validation {
+            validation.clear();
+        }
         Self {
             train: order,
             validation,
+        }
+    }
+}
+
+/// How the training cells are grouped into minibatches.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sampler {
+    /// Shuffled minibatches.
+    Random,
+    /// Every minibatch holds cells of every condition (the codes of annotation `annotation`):
+    /// each condition's cells are shuffled and dealt over the minibatches in proportion.
+    Balanced { annotation: usize },
+    /// Shuffled minibatches of all training cells, each paired with a minibatch of labelled
+    /// training cells drawn at random (scvi-tools' semi-supervised loader).
+    SemiSupervised { labelled: Vec<bool> },
+}
+
+/// One step's cells: the minibatch and, for the semi-supervised sampler, its labelled partner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampledBatch {
+    pub rows: Vec<usize>,
+    pub labelled: Vec<usize>,
+}
+
+impl Sampler {
+    /// One epoch's minibatches over `cells`. A last minibatch of fewer than 3 cells is dropped
+    /// (the split avoids making one); so is a condition absent from the training cells.
+    pub fn epoch(
+        &self,
+        cells: &[usize],
+        batch_size: usize,
+        annotations: &[(&[u32], usize)],
+        rng: &mut Xoshiro256PlusPlus,
+    ) -> Vec<SampledBatch> {
+        let plain = |rows: Vec<usize>| SampledBatch {
+            rows,
+            labelled: Vec::new(),
+        };
+        match self {
+            Sampler::Random => minibatches(cells, batch_size, rng)
+                .into_iter()
+                .map(plain)
+                .collect(),
+            Sampler::Balanced { annotation } => {
+                let (codes, levels) = annotations[*annotation];
+                let n_batches = cells.len().div_ceil(batch_size).max(1);
+                let mut batches = vec![Vec::new(); n_batches];
+                for level in 0..levels as u32 {
+                    let mut members: Vec<usize> =
+                        cells.iter().copied().filter(|&c| codes[c] == level).collect();
+                    members.shuffle(rng);
+                    // Dealt round-robin, so each minibatch gets its share; with fewer cells of a
+                    // condition than minibatches, they are drawn again.
+                    let m = members.len();
+                    if m == 0 {
+                        continue;
+                    }
+                    let rounds = n_batches.max(m);
+                    for k in 0..rounds {
+                        let cell = if k < m {
+                            members[k]
+                        } else {
+                            members[rng.random_range(0..m)]
+                        };
+                        batches[k % n_batches].push(cell);
+                    }
+                }
+                for b in &mut batches {
+                    b.shuffle(rng);
+                }
+                batches.into_iter().filter(|b| b.len() >= 3).map(plain).collect()
+            }
+            Sampler::SemiSupervised { labelled } => {
+                let pool: Vec<usize> = cells.iter().copied().filter(|&c| labelled[c]).collect();
+                minibatches(cells, batch_size, rng)
+                    .into_iter()
+                    .map(|rows| {
+                        let k = if pool.is_empty() { 0 } else { rows.len() };
+                        let labelled = (0..k).map(|_| pool[rng.random_range(0..pool.len())]).collect();
+                        SampledBatch { rows, labelled }
+                    })
+                    .collect()
+            }
         }
     }
 }
@@ -131,13 +235,50 @@ pub fn minibatches(
 }
 
 /// Losses averaged over the cells of one pass. `elbo` = reconstruction + full KL.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct LossRecord {
-    /// The training objective (KL weighted by the warm-up).
+    /// The training objective (KL(z) weighted by the warm-up, extra terms by their weights).
     pub loss: f64,
     pub reconstruction: f64,
-    pub kl_local: f64,
+    pub kl_z: f64,
+    pub kl_library: f64,
     pub elbo: f64,
+    /// Named extra terms (classification, penalties), unweighted.
+    pub extra: Vec<(String, f64)>,
+}
+
+impl LossRecord {
+    /// KL(z) + KL(library).
+    pub fn kl_local(&self) -> f64 {
+        self.kl_z + self.kl_library
+    }
+
+    /// From the minibatch sums of `LossOutput::sums` over `n_cells` cells.
+    pub fn from_sums(
+        sums: &[f64],
+        n_cells: usize,
+        names: &[String],
+        kl_weight: f64,
+        weights: &[f64],
+    ) -> Self {
+        let n = n_cells.max(1) as f64;
+        let mean = |k: usize| sums.get(k).copied().unwrap_or(0.0) / n;
+        let (reconstruction, kl_z, kl_library) = (mean(0), mean(1), mean(2));
+        let extra: Vec<(String, f64)> = names
+            .iter()
+            .enumerate()
+            .map(|(k, name)| (name.clone(), mean(3 + k)))
+            .collect();
+        let extra_loss: f64 = extra.iter().zip(weights).map(|((_, v), w)| v * w).sum();
+        LossRecord {
+            loss: reconstruction + kl_weight * kl_z + kl_library + extra_loss,
+            reconstruction,
+            kl_z,
+            kl_library,
+            elbo: reconstruction + kl_z + kl_library,
+            extra,
+        }
+    }
 }
 
 /// One row of the training history.
@@ -155,26 +296,19 @@ pub struct EpochRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct StepProfile {
     pub steps: usize,
-    /// Network forward pass (encoder, sampling, decoder).
+    /// Minibatch, forward pass and loss (the likelihood included).
     pub forward: f64,
-    /// Decoder outputs to the likelihood kernel, its evaluation and gradients.
-    pub likelihood: f64,
-    /// KL terms, the surrogate loss and the backward pass.
+    /// The backward pass and the host-side gradients.
     pub backward: f64,
-    /// The optimiser's update.
+    /// The optimisers' updates.
     pub optimizer: f64,
 }
 
 impl StepProfile {
-    /// Milliseconds per step of each phase: (forward, likelihood, backward, optimizer).
-    pub fn per_step_ms(&self) -> [f64; 4] {
+    /// Milliseconds per step of each phase: (forward, backward, optimizer).
+    pub fn per_step_ms(&self) -> [f64; 3] {
         let k = 1e3 / self.steps.max(1) as f64;
-        [
-            self.forward * k,
-            self.likelihood * k,
-            self.backward * k,
-            self.optimizer * k,
-        ]
+        [self.forward * k, self.backward * k, self.optimizer * k]
     }
 }
 
@@ -249,6 +383,9 @@ mod tests {
         assert_eq!(max_epochs_heuristic(40_000), 200);
         assert_eq!(max_epochs_heuristic(100_000), 80);
         assert_eq!(max_epochs_heuristic(10_000_000), 1);
+        // 20000 / 64000 * 400 = 125 exactly; 20000 / 32000 * 400 = 250; 2.5 rounds to 2.
+        assert_eq!(max_epochs_heuristic(3_200_000), 2);
+        assert_eq!(max_epochs_heuristic(64_000), 125);
         assert_eq!(kl_weight(0, 400), 0.0);
         assert_eq!(kl_weight(100, 400), 0.25);
         assert_eq!(kl_weight(1000, 400), 1.0);
@@ -258,14 +395,20 @@ mod tests {
     #[test]
     fn split_is_a_partition_and_seeded() {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
-        let s = DataSplit::random(101, 0.9, &mut rng);
+        let s = DataSplit::random(101, 0.9, 128, &mut rng);
         assert_eq!(s.train.len(), 91);
         assert_eq!(s.validation.len(), 10);
         let mut all: Vec<usize> = s.train.iter().chain(&s.validation).copied().collect();
         all.sort();
         assert_eq!(all, (0..101).collect::<Vec<_>>());
-        let again = DataSplit::random(101, 0.9, &mut Xoshiro256PlusPlus::seed_from_u64(1));
+        let again = DataSplit::random(101, 0.9, 128, &mut Xoshiro256PlusPlus::seed_from_u64(1));
         assert_eq!(s, again);
+        // scvi-tools: ceil(0.9 * 144) = 130 = 128 + 2 -> the 2 move to validation.
+        let s = DataSplit::random(144, 0.9, 128, &mut rng);
+        assert_eq!((s.train.len(), s.validation.len()), (128, 16));
+        // Without a validation set they are left out.
+        let s = DataSplit::random(129, 1.0, 128, &mut rng);
+        assert_eq!((s.train.len(), s.validation.len()), (128, 0));
     }
 
     #[test]
@@ -276,6 +419,34 @@ mod tests {
         assert_eq!(mb.len(), 2); // 128 + 128, the tail of 2 dropped
         let mb = minibatches(&cells[..131], 128, &mut rng);
         assert_eq!(mb.iter().map(|b| b.len()).collect::<Vec<_>>(), vec![128, 3]);
+    }
+
+    #[test]
+    fn balanced_minibatches_hold_every_condition() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(4);
+        // 300 cells of condition 0, 20 of condition 1.
+        let codes: Vec<u32> = (0..320).map(|i| u32::from(i >= 300)).collect();
+        let cells: Vec<usize> = (0..320).collect();
+        let annotations = [(codes.as_slice(), 2)];
+        let batches = Sampler::Balanced { annotation: 0 }.epoch(&cells, 64, &annotations, &mut rng);
+        assert_eq!(batches.len(), 5);
+        for b in &batches {
+            assert!(b.rows.iter().any(|&c| codes[c] == 0) && b.rows.iter().any(|&c| codes[c] == 1));
+        }
+        let mut seen: Vec<usize> = batches.iter().flat_map(|b| b.rows.clone()).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 320, "every cell is used");
+        // A random sampler of the same cells leaves some minibatch without condition 1 far more
+        // often than not; the semi-supervised one pairs each minibatch with labelled cells.
+        let labelled: Vec<bool> = (0..320).map(|i| i % 10 == 0).collect();
+        let semi = Sampler::SemiSupervised { labelled: labelled.clone() }
+            .epoch(&cells, 64, &annotations, &mut rng);
+        assert_eq!(semi.len(), 5);
+        for b in &semi {
+            assert_eq!(b.labelled.len(), b.rows.len());
+            assert!(b.labelled.iter().all(|&c| labelled[c]));
+        }
     }
 
     #[test]

@@ -1,20 +1,23 @@
-//! The scVI network (scvi-tools' `VAE` with its defaults): encoder q(z|x) on log1p counts,
-//! optional encoder q(l|x) for a latent library size, decoder p(x|z,s) with the batch
-//! one-hot concatenated into its hidden layers, gene-wise inverse dispersion.
+//! The scVI module (scvi-tools' `VAE` with its defaults), made of the shared parts: z encoder on
+//! log1p counts, optional library encoder, count decoder with the batch injected as configured,
+//! the standard-normal prior.
 
-use burn::module::{Module, Param};
-use burn::nn::Linear;
+use burn::module::{Module, RunningState};
 use burn::tensor::{Device, Tensor};
 use rand::rngs::Xoshiro256PlusPlus;
-use rand_distr::{Distribution, StandardNormal};
 
-use crate::data::CsrMatrix;
 use crate::distributions::GeneLikelihood;
-use crate::nn::host::HostLinear;
-use crate::nn::{FcLayers, linear, tensor_1d, tensor_2d};
+use crate::engine::{Minibatch, StepContext};
+use crate::models::{GenerativeModule, LossOutput};
+use crate::nn::decoder::DecoderConfig;
+use crate::nn::encoder::{EncoderConfig, GaussianSample};
+use crate::nn::weights::NamedTensors;
+use crate::nn::{Covariates, Decoder, Encoder, tensor_1d, tensor_2d};
+use crate::priors::{Prior, StandardNormal};
+use crate::error::{Error, Result};
 
-/// Variance floor of the Gaussian posteriors (scvi-tools' `var_eps`).
-const VAR_EPS: f64 = 1e-4;
+/// The annotation of `CountData` that holds the batch.
+pub const BATCH: usize = 0;
 
 /// The structure of an scVI network (what must be known to rebuild it from saved weights).
 #[derive(Debug, Clone, PartialEq)]
@@ -28,11 +31,21 @@ pub struct ScviArchitecture {
     pub likelihood: GeneLikelihood,
     /// Model the library size as a latent variable (else use the observed total count).
     pub latent_library: bool,
-    /// Concatenate the batch one-hot to the encoder's input.
+    /// Give the batch to the encoders too.
     pub encode_covariates: bool,
-    /// With `encode_covariates` or in the decoder, inject the batch into every hidden layer.
+    /// Inject the batch into every hidden layer (not only the first) of the decoder, and of the
+    /// encoders when they take it.
     pub deeply_inject_covariates: bool,
 }
+
+/// Sizes beyond which a saved architecture is taken as damaged.
+const LIMITS: [(&str, usize); 5] = [
+    ("n_genes", 1 << 24),
+    ("batch", 1 << 20),
+    ("n_latent", 1 << 12),
+    ("n_hidden", 1 << 16),
+    ("n_layers", 64),
+];
 
 impl ScviArchitecture {
     /// scvi-tools' defaults for `n_genes` genes and `n_batch` batches.
@@ -50,69 +63,90 @@ impl ScviArchitecture {
             deeply_inject_covariates: true,
         }
     }
-}
 
-/// A Gaussian encoder: hidden layers, then mean and variance (exp + floor) heads.
-#[derive(Module, Debug)]
-pub struct Encoder {
-    pub layers: FcLayers,
-    pub mean: Linear,
-    pub log_var: Linear,
-}
-
-impl Encoder {
-    fn new(
-        rng: &mut Xoshiro256PlusPlus,
-        d_in: usize,
-        d_out: usize,
-        arch: &ScviArchitecture,
-        n_layers: usize,
-        device: &Device,
-    ) -> Self {
-        let n_cat = if arch.encode_covariates {
-            arch.n_batch
-        } else {
-            0
-        };
-        let layers = FcLayers::new(
-            rng,
-            d_in,
-            arch.n_hidden,
-            n_layers,
-            n_cat,
-            arch.deeply_inject_covariates,
-            device,
-        );
-        Self {
-            layers,
-            mean: linear(rng, arch.n_hidden, d_out, device),
-            log_var: linear(rng, arch.n_hidden, d_out, device),
+    pub fn validate(&self) -> Result<()> {
+        let sizes = [
+            self.n_genes,
+            self.n_batch,
+            self.n_latent,
+            self.n_hidden,
+            self.n_layers,
+        ];
+        for ((name, limit), v) in LIMITS.iter().zip(sizes) {
+            if v < 1 {
+                return Err(Error::invalid(*name, "must be >= 1"));
+            }
+            if v > *limit {
+                return Err(Error::invalid(*name, format!("{v} exceeds the limit {limit}")));
+            }
         }
+        if !(0.0..1.0).contains(&self.dropout_rate) {
+            return Err(Error::invalid("dropout_rate", "must be in [0, 1)"));
+        }
+        Ok(())
     }
 
-    /// (mean, variance) of q given the first layer's linear output.
-    pub fn forward(
-        &self,
-        first_linear: Tensor<2>,
-        batch: Option<&Tensor<2>>,
-        masks: &[Tensor<2>],
-    ) -> (Tensor<2>, Tensor<2>) {
-        let h = self
-            .layers
-            .forward_from_first_linear(first_linear, batch, masks);
-        let mean = self.mean.forward(h.clone());
-        let var = self.log_var.forward(h).exp().add_scalar(VAR_EPS);
-        (mean, var)
+    /// Checks the architecture against saved weights before a network is built from it: a
+    /// damaged model must fail here, not in a failed allocation.
+    pub fn check_weights(&self, weights: &NamedTensors) -> Result<()> {
+        self.validate().map_err(|e| Error::Format(format!("the saved model's architecture is damaged: {e}")))?;
+        let cat = if self.n_batch > 1 { self.n_batch } else { 0 };
+        let enc_cat = if self.encode_covariates { cat } else { 0 };
+        let expect = [
+            (
+                "z_encoder.layers.layers.0.linear.weight".to_string(),
+                vec![self.n_genes + enc_cat, self.n_hidden],
+            ),
+            (
+                format!(
+                    "z_encoder.layers.layers.{}.linear.weight",
+                    self.n_layers - 1
+                ),
+                vec![
+                    if self.n_layers == 1 {
+                        self.n_genes + enc_cat
+                    } else {
+                        self.n_hidden
+                            + if self.deeply_inject_covariates { enc_cat } else { 0 }
+                    },
+                    self.n_hidden,
+                ],
+            ),
+            ("z_encoder.mean.weight".to_string(), vec![self.n_hidden, self.n_latent]),
+            (
+                "decoder.layers.layers.0.linear.weight".to_string(),
+                vec![self.n_latent + cat, self.n_hidden],
+            ),
+            ("decoder.head.scale.weight".to_string(), vec![self.n_hidden, self.n_genes]),
+        ];
+        for (name, dims) in &expect {
+            match weights.dims(name) {
+                Some(d) if d == dims.as_slice() => {}
+                found => {
+                    return Err(Error::Format(format!(
+                        "the saved model's architecture does not match its weights: `{name}` is {found:?}, the architecture says {dims:?}"
+                    )));
+                }
+            }
+        }
+        let extra_layer = format!("z_encoder.layers.layers.{}.linear.weight", self.n_layers);
+        if weights.contains(&extra_layer)
+            || weights.contains("decoder.head.dropout.weight") != (self.likelihood == GeneLikelihood::Zinb)
+            || weights.contains("l_encoder.mean.weight") != self.latent_library
+        {
+            return Err(Error::Format(
+                "the saved model's architecture does not match its weights (layers, likelihood or library)".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
-/// The decoder: hidden layers (batch injected), then expression-frequency logits and, for
-/// ZINB, zero-inflation logits.
+/// The latent library's prior: per-batch mean and variance of the log library size (not trained).
 #[derive(Module, Debug)]
-pub struct Decoder {
-    pub layers: FcLayers,
-    pub scale: Linear,
-    pub dropout: Option<Linear>,
+pub struct LibraryPrior {
+    pub log_mean: RunningState<Tensor<1>>,
+    pub log_var: RunningState<Tensor<1>>,
 }
 
 #[derive(Module, Debug)]
@@ -120,143 +154,169 @@ pub struct ScviModule {
     pub z_encoder: Encoder,
     pub l_encoder: Option<Encoder>,
     pub decoder: Decoder,
-    /// Gene-wise log inverse dispersion r (theta = exp(r)).
-    pub px_r: Param<Tensor<1>>,
+    pub library_prior: Option<LibraryPrior>,
 }
 
-/// The cells a pass sees: rows of a sparse count matrix and their batch codes.
-pub struct CountsBatch<'a> {
-    pub counts: &'a CsrMatrix,
-    /// log1p of `counts.values` (the encoder's input), computed once per data set.
-    pub log1p_values: &'a [f32],
-    pub rows: &'a [usize],
-    /// Batch code of each of `rows`.
-    pub batch: &'a [u32],
+pub struct ScviInference {
+    pub qz: GaussianSample,
+    pub ql: Option<GaussianSample>,
+    /// The log library the decoder uses (`n x 1`): observed, or sampled from q(l).
+    pub log_library: Tensor<2>,
+    /// The batch as the decoder's covariate.
+    pub batch: Covariates,
 }
 
-/// Random draws for one training step: reparameterisation noise and dropout masks.
-pub struct StepNoise {
-    pub eps_z: Tensor<2>,
-    pub eps_l: Option<Tensor<2>>,
-    pub z_masks: Vec<Tensor<2>>,
-    pub l_masks: Vec<Tensor<2>>,
-}
-
-pub struct Inference {
-    /// The encoders' first-layer outputs, computed on the host from the sparse counts, with the
-    /// host copies of those layers: z encoder first, then the library encoder.
-    pub first_layers: Vec<(HostLinear, Tensor<2>)>,
-    pub qz_mean: Tensor<2>,
-    pub qz_var: Tensor<2>,
-    pub z: Tensor<2>,
-    /// Latent library: (mean, variance, sampled log library), each `n x 1`.
-    pub library: Option<(Tensor<2>, Tensor<2>, Tensor<2>)>,
+pub struct ScviGenerative {
+    /// The decoder's last hidden layer: the count head's input.
+    pub hidden: Tensor<2>,
 }
 
 impl ScviModule {
-    pub fn new(arch: &ScviArchitecture, rng: &mut Xoshiro256PlusPlus, device: &Device) -> Self {
-        let d_in = arch.n_genes;
-        let z_encoder = Encoder::new(rng, d_in, arch.n_latent, arch, arch.n_layers, device);
+    /// A freshly initialised network; `library` is the per-batch (mean, variance) of the log
+    /// library size, needed with a latent library.
+    pub fn new(
+        arch: &ScviArchitecture,
+        library: Option<(&[f64], &[f64])>,
+        rng: &mut Xoshiro256PlusPlus,
+        device: &Device,
+    ) -> Self {
+        let encoder_cats = if arch.encode_covariates {
+            vec![arch.n_batch]
+        } else {
+            Vec::new()
+        };
+        let encoder = |d_out: usize, n_layers: usize| EncoderConfig {
+            d_in: arch.n_genes,
+            d_out,
+            n_hidden: arch.n_hidden,
+            n_layers,
+            n_cat_list: encoder_cats.clone(),
+            inject_covariates: arch.deeply_inject_covariates,
+            dropout_rate: arch.dropout_rate,
+        };
+        let z_encoder = encoder(arch.n_latent, arch.n_layers).init(rng, device);
         let l_encoder = arch
             .latent_library
-            .then(|| Encoder::new(rng, d_in, 1, arch, 1, device));
-        let decoder = Decoder {
-            layers: FcLayers::new(
-                rng,
-                arch.n_latent,
-                arch.n_hidden,
-                arch.n_layers,
-                arch.n_batch,
-                true,
-                device,
-            ),
-            scale: linear(rng, arch.n_hidden, arch.n_genes, device),
-            dropout: (arch.likelihood == GeneLikelihood::Zinb)
-                .then(|| linear(rng, arch.n_hidden, arch.n_genes, device)),
-        };
-        let r: Vec<f32> = (0..arch.n_genes)
-            .map(|_| StandardNormal.sample(rng))
-            .collect();
+            .then(|| encoder(1, 1).init(rng, device));
+        let decoder = DecoderConfig {
+            d_in: arch.n_latent,
+            n_genes: arch.n_genes,
+            n_hidden: arch.n_hidden,
+            n_layers: arch.n_layers,
+            n_cat_list: vec![arch.n_batch],
+            inject_covariates: arch.deeply_inject_covariates,
+            likelihood: arch.likelihood,
+        }
+        .init(rng, device);
+        let library_prior = arch.latent_library.then(|| {
+            let (mean, var) = library.unwrap_or((&[], &[]));
+            let v = |x: &[f64], default: f32| -> Tensor<1> {
+                let values = (0..arch.n_batch)
+                    .map(|b| x.get(b).map_or(default, |&v| v as f32))
+                    .collect();
+                tensor_1d(values, device)
+            };
+            LibraryPrior {
+                log_mean: RunningState::new(v(mean, 0.0)),
+                log_var: RunningState::new(v(var, 1.0)),
+            }
+        });
         Self {
             z_encoder,
             l_encoder,
             decoder,
-            px_r: Param::from_tensor(tensor_1d(r, device)),
+            library_prior,
         }
     }
 
-    /// q(z|x) (and q(l|x)) of log1p counts; with `noise` samples z (and l), else z is the
-    /// posterior mean. With `track_gradients` the first layers' outputs are autodiff leaves
-    /// whose gradients give those layers' weight gradients (see `first_layer_gradients`).
-    pub fn inference(
-        &self,
-        input: &CountsBatch<'_>,
-        batch: &Tensor<2>,
-        noise: Option<&StepNoise>,
-        track_gradients: bool,
-        device: &Device,
-    ) -> Inference {
-        let n = input.rows.len();
-        let first = |encoder: &Encoder| -> (HostLinear, Tensor<2>) {
-            let layer = HostLinear::of(&encoder.layers.layers[0].linear);
-            let covariate = (encoder.layers.n_cat > 0).then_some(input.batch);
-            let pre = layer.forward_sparse(input.counts, input.rows, input.log1p_values, covariate);
-            let t = tensor_2d(pre, n, layer.d_out, device);
-            (layer, if track_gradients { t.require_grad() } else { t })
-        };
-        let mut first_layers = vec![first(&self.z_encoder)];
-        let (qz_mean, qz_var) = self.z_encoder.forward(
-            first_layers[0].1.clone(),
-            Some(batch),
-            noise.map_or(&[], |n| n.z_masks.as_slice()),
-        );
-        let z = match noise {
-            Some(n) => qz_mean.clone() + qz_var.clone().sqrt() * n.eps_z.clone(),
-            None => qz_mean.clone(),
-        };
-        let library = self.l_encoder.as_ref().map(|enc| {
-            first_layers.push(first(enc));
-            let (m, v) = enc.forward(
-                first_layers[1].1.clone(),
-                Some(batch),
-                noise.map_or(&[], |n| n.l_masks.as_slice()),
-            );
-            let l = match noise.and_then(|n| n.eps_l.as_ref()) {
-                Some(eps) => m.clone() + v.clone().sqrt() * eps.clone(),
-                None => m.clone(),
-            };
-            (m, v, l)
-        });
-        Inference {
-            first_layers,
-            qz_mean,
-            qz_var,
-            z,
-            library,
+    fn encoder_covariates(&self, batch: &Minibatch<'_>, device: &Device) -> Covariates {
+        if self.z_encoder.layers.n_cat > 0 {
+            batch.covariates(&[BATCH], device)
+        } else {
+            Covariates::none()
         }
-    }
-
-    /// The decoder's last hidden layer for latent `z` and batch one-hot `batch`; the output
-    /// heads (hidden -> genes) run on the host, next to the likelihood.
-    pub fn decoder_hidden(&self, z: Tensor<2>, batch: &Tensor<2>) -> Tensor<2> {
-        self.decoder.layers.forward(z, Some(batch), &[])
-    }
-
-    /// Host copies of the output heads: expression-frequency logits, zero-inflation logits.
-    pub fn decoder_heads(&self) -> (HostLinear, Option<HostLinear>) {
-        (
-            HostLinear::of(&self.decoder.scale),
-            self.decoder.dropout.as_ref().map(HostLinear::of),
-        )
     }
 }
 
-/// KL(N(m, v) || N(0, I)) per cell, summed over dimensions: `n x 1`.
-pub fn kl_standard_normal(mean: Tensor<2>, var: Tensor<2>) -> Tensor<2> {
-    (var.clone() + mean.powi_scalar(2) - var.log())
-        .sub_scalar(1.0)
-        .sum_dim(1)
-        .mul_scalar(0.5)
+impl GenerativeModule for ScviModule {
+    type Inference = ScviInference;
+    type Generative = ScviGenerative;
+
+    fn inference(&self, ctx: &mut StepContext<'_>, batch: &Minibatch<'_>) -> ScviInference {
+        let device = ctx.device.clone();
+        let encoder_cov = self.encoder_covariates(batch, &device);
+        let qz = self.z_encoder.forward_counts(ctx, batch, &encoder_cov);
+        let ql = self
+            .l_encoder
+            .as_ref()
+            .map(|enc| enc.forward_counts(ctx, batch, &encoder_cov));
+        let log_library = match &ql {
+            Some(q) => q.sample.clone(),
+            None => batch.log_library(&device),
+        };
+        ScviInference {
+            qz,
+            ql,
+            log_library,
+            batch: batch.covariates(&[BATCH], &device),
+        }
+    }
+
+    fn generative(
+        &self,
+        ctx: &mut StepContext<'_>,
+        _batch: &Minibatch<'_>,
+        inference: &ScviInference,
+    ) -> ScviGenerative {
+        ScviGenerative {
+            hidden: self
+                .decoder
+                .hidden(ctx, inference.qz.sample.clone(), &inference.batch),
+        }
+    }
+
+    fn loss(
+        &self,
+        ctx: &mut StepContext<'_>,
+        batch: &Minibatch<'_>,
+        inference: &ScviInference,
+        generative: &ScviGenerative,
+    ) -> LossOutput {
+        let log_lik = ctx.count_log_likelihood(
+            &self.decoder.head,
+            generative.hidden.clone(),
+            inference.log_library.clone(),
+            batch,
+        );
+        let kl_library = match (&inference.ql, &self.library_prior) {
+            (Some(q), Some(prior)) => {
+                let codes = batch.codes(BATCH);
+                let n = codes.len();
+                let pick = |stat: &RunningState<Tensor<1>>| -> Tensor<2> {
+                    let values = crate::nn::to_host(stat.value());
+                    let v = codes.iter().map(|&b| values[b as usize]).collect();
+                    tensor_2d(v, n, 1, &ctx.device)
+                };
+                Some(kl_normal(
+                    q.mean.clone(),
+                    q.var.clone(),
+                    pick(&prior.log_mean),
+                    pick(&prior.log_var),
+                ))
+            }
+            _ => None,
+        };
+        LossOutput {
+            reconstruction: log_lik.neg(),
+            kl_z: StandardNormal.kl(&inference.qz),
+            kl_library,
+            extra: Vec::new(),
+        }
+    }
+
+    fn representation(inference: &ScviInference) -> Tensor<2> {
+        inference.qz.sample.clone()
+    }
 }
 
 /// KL(N(m, v) || N(prior_mean, prior_var)) per cell for the log library: `n x 1`.
