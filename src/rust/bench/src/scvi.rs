@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use cellweave_core::data::mtx::{Table, encode_labels, read_first_column, read_mtx_genes_by_cells};
 use cellweave_core::device::ComputeDevice;
-use cellweave_core::engine::Engine;
 use cellweave_core::distributions::GeneLikelihood;
+use cellweave_core::engine::Engine;
 use cellweave_core::models::scvi::{CountsAndBatch, ScviArchitecture, ScviModel};
 use cellweave_core::train::{EpochRecord, TrainConfig, TrainingObserver};
 

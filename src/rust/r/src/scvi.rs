@@ -223,7 +223,15 @@ fn cw_scvi_train(
         counts: &counts,
         batch: &codes,
     };
-    let model = ScviModel::train(arch, &config, data, device, engine_for(device), &mut progress).map_err(|e| {
+    let model = ScviModel::train(
+        arch,
+        &config,
+        data,
+        device,
+        engine_for(device),
+        &mut progress,
+    )
+    .map_err(|e| {
         // End a half-drawn progress bar before R prints the error.
         if style == ProgressStyle::Bar && progress.last_print.is_some() {
             console("\n");
@@ -249,7 +257,12 @@ fn load(arch: List, weights: Robj, device: &str) -> Result<ScviModel> {
         .as_raw_slice()
         .ok_or_else(|| Error::Other("the model's weights must be a raw vector".into()))?;
     let device = to_r(ComputeDevice::parse(device))?;
-    to_r(ScviModel::from_parts(arch, bytes, device, engine_for(device)))
+    to_r(ScviModel::from_parts(
+        arch,
+        bytes,
+        device,
+        engine_for(device),
+    ))
 }
 
 /// Posterior-mean latent of new cells under a saved model.
@@ -329,11 +342,20 @@ fn cw_scvi_expression(
     let mut out = RMatrix::<f64>::new_matrix(width, counts.n_rows, |_, _| 0.0);
     let values = out.data_mut();
     // Column-major genes x cells: each cell's genes are contiguous, as in the row-major block.
-    to_r(model.normalized_expression(data, &transform, library, genes.as_deref(), &mut |start, block| {
-        for (o, &v) in values[start * width..start * width + block.len()].iter_mut().zip(block) {
-            *o = v as f64;
-        }
-    }))?;
+    to_r(model.normalized_expression(
+        data,
+        &transform,
+        library,
+        genes.as_deref(),
+        &mut |start, block| {
+            for (o, &v) in values[start * width..start * width + block.len()]
+                .iter_mut()
+                .zip(block)
+            {
+                *o = v as f64;
+            }
+        },
+    ))?;
     Ok(out.into())
 }
 

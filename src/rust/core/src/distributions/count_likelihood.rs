@@ -296,7 +296,8 @@ fn cell_generic<F: KernelFloat>(
                 work[j] = sp_t - sp_mp;
                 d_scale[j] = -sig_t * th * mu * inv_th_mu;
                 d_dropout[j] = c * (sig_mp - sig_t);
-                d_theta[j] = d_theta[j] + c_theta * sig_t * th * (r - log_th_mu + one - th * inv_th_mu);
+                d_theta[j] =
+                    d_theta[j] + c_theta * sig_t * th * (r - log_th_mu + one - th * inv_th_mu);
             }
         }
         None => {
@@ -552,7 +553,14 @@ mod tests {
     #[test]
     fn f32_evaluation_is_close_to_f64() {
         let (counts, rows, data) = random_problem(11);
-        let r64 = log_likelihood(GeneLikelihood::Zinb, &counts, &rows, &data.view(), None, None);
+        let r64 = log_likelihood(
+            GeneLikelihood::Zinb,
+            &counts,
+            &rows,
+            &data.view(),
+            None,
+            None,
+        );
         let d32: Vec<Vec<f32>> = [
             &data.scale,
             &data.dropout,
@@ -670,7 +678,14 @@ mod tests {
         let (counts, rows, p) = random_problem(5);
         assert!(rows.len() > CELLS_PER_TASK);
         let weights: Vec<f64> = (0..rows.len()).map(|i| 0.5 + i as f64).collect();
-        let weighted = log_likelihood(GeneLikelihood::Zinb, &counts, &rows, &p.view(), Some(-2.0), Some(&weights));
+        let weighted = log_likelihood(
+            GeneLikelihood::Zinb,
+            &counts,
+            &rows,
+            &p.view(),
+            Some(-2.0),
+            Some(&weights),
+        );
         let g = counts.n_cols;
         let mut expected = vec![0f64; g];
         for (i, &r) in rows.iter().enumerate() {
@@ -680,7 +695,14 @@ mod tests {
                 log_theta: p.log_theta.clone(),
                 log_library: vec![p.log_library[i]],
             };
-            let single = log_likelihood(GeneLikelihood::Zinb, &counts, &[r], &one.view(), Some(-2.0), None);
+            let single = log_likelihood(
+                GeneLikelihood::Zinb,
+                &counts,
+                &[r],
+                &one.view(),
+                Some(-2.0),
+                None,
+            );
             for (e, d) in expected.iter_mut().zip(&single.d_log_theta) {
                 *e += weights[i] * d;
             }

@@ -12,9 +12,7 @@ const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
 /// ln Γ(z) element-wise for z > 0: the recurrence shifts z by 6 (three products of two factors,
 /// so no overflow below 1e18), then the Stirling series to 1/z^5 (error < 3e-9 at z >= 6).
 pub fn ln_gamma(z: Tensor<2>) -> Tensor<2> {
-    let pair = |a: f64| {
-        (z.clone().add_scalar(a) * z.clone().add_scalar(a + 1.0)).log()
-    };
+    let pair = |a: f64| (z.clone().add_scalar(a) * z.clone().add_scalar(a + 1.0)).log();
     let shift = pair(0.0) + pair(2.0) + pair(4.0);
     let w = z.add_scalar(6.0);
     let inv = w.clone().recip();
@@ -45,11 +43,10 @@ pub fn log_likelihood(
     let lo = log_theta.clone().min_pair(log_mu.clone());
     let log_theta_mu = hi.clone() + (lo - hi).exp().log1p();
     let nb_zero = theta.clone() * (log_theta - log_theta_mu.clone());
-    let log_nb = nb_zero.clone()
-        + x.clone() * (log_mu - log_theta_mu)
-        + ln_gamma(x.clone() + theta.clone())
-        - ln_gamma(theta)
-        - ln_gamma(x.clone().add_scalar(1.0));
+    let log_nb =
+        nb_zero.clone() + x.clone() * (log_mu - log_theta_mu) + ln_gamma(x.clone() + theta.clone())
+            - ln_gamma(theta)
+            - ln_gamma(x.clone().add_scalar(1.0));
     let per_gene = match likelihood {
         GeneLikelihood::Nb => log_nb,
         GeneLikelihood::Zinb => {

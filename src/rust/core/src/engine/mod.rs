@@ -156,7 +156,11 @@ impl<'a> Minibatch<'a> {
 
     /// Observed log library sizes (`n x 1`).
     pub fn log_library(&self, device: &Device) -> Tensor<2> {
-        let l = self.rows.iter().map(|&r| self.data.log_library[r]).collect();
+        let l = self
+            .rows
+            .iter()
+            .map(|&r| self.data.log_library[r])
+            .collect();
         tensor_2d(l, self.rows.len(), 1, device)
     }
 }
@@ -277,7 +281,8 @@ impl<'r> StepContext<'r> {
                     .map(|i| covariates.active_columns(i))
                     .collect();
                 let data = batch.data;
-                let pre = host.forward_sparse(data.counts, &batch.rows, &data.log1p_values, &columns);
+                let pre =
+                    host.forward_sparse(data.counts, &batch.rows, &data.log1p_values, &columns);
                 let t = tensor_2d(pre, batch.len(), host.d_out, &self.device);
                 if !self.tracks_gradients() {
                     return t;
@@ -505,10 +510,11 @@ fn densify(data: &CountData<'_>, rows: &[usize], device: &Device) -> (Tensor<2>,
     let mut log1p = Vec::new();
     for (i, &r) in rows.iter().enumerate() {
         let span = data.counts.indptr[r]..data.counts.indptr[r + 1];
-        for (&c, (&v, &l)) in data.counts.indices[span.clone()]
-            .iter()
-            .zip(data.counts.values[span.clone()].iter().zip(&data.log1p_values[span]))
-        {
+        for (&c, (&v, &l)) in data.counts.indices[span.clone()].iter().zip(
+            data.counts.values[span.clone()]
+                .iter()
+                .zip(&data.log1p_values[span]),
+        ) {
             index.push((i * g + c as usize) as i64);
             values.push(v);
             log1p.push(l);

@@ -43,8 +43,8 @@ impl LossOutput {
     /// The training objective: mean over cells of reconstruction + kl_weight KL(z) + KL(l),
     /// plus the weighted extra terms.
     pub fn objective(&self, kl_weight: f64) -> Tensor<1> {
-        let mut total = self.reconstruction.clone().mean()
-            + self.kl_z.clone().mean().mul_scalar(kl_weight);
+        let mut total =
+            self.reconstruction.clone().mean() + self.kl_z.clone().mean().mul_scalar(kl_weight);
         if let Some(kl) = &self.kl_library {
             total = total + kl.clone().mean();
         }

@@ -27,7 +27,16 @@ impl Classifier {
         device: &Device,
     ) -> Self {
         let layers = (n_layers > 0).then(|| {
-            FcLayers::new(rng, d_in, n_hidden, n_layers, &[], false, dropout_rate, device)
+            FcLayers::new(
+                rng,
+                d_in,
+                n_hidden,
+                n_layers,
+                &[],
+                false,
+                dropout_rate,
+                device,
+            )
         });
         let d = if n_layers > 0 { n_hidden } else { d_in };
         Self {

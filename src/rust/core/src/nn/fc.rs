@@ -150,7 +150,12 @@ impl FcLayers {
         let layers = (0..n_layers)
             .map(|k| {
                 let base = if k == 0 { d_in } else { d_hidden };
-                let d = base + if k == 0 || inject_covariates { n_cat } else { 0 };
+                let d = base
+                    + if k == 0 || inject_covariates {
+                        n_cat
+                    } else {
+                        0
+                    };
                 FcLayer {
                     linear: linear(rng, d, d_hidden, device),
                     norm: BatchNorm1d::new(d_hidden, device),
@@ -215,7 +220,11 @@ impl FcLayers {
         let mut h = relu(self.layers[0].norm.forward(first_linear));
         h = ctx.dropout(h, self.dropout_rate);
         for layer in self.layers.iter().skip(1) {
-            if let Some(cat) = covariates.one_hot.as_ref().filter(|_| self.inject_covariates) {
+            if let Some(cat) = covariates
+                .one_hot
+                .as_ref()
+                .filter(|_| self.inject_covariates)
+            {
                 h = Tensor::cat(vec![h, cat.clone()], 1);
             }
             h = relu(layer.norm.forward(layer.linear.forward(h)));
@@ -245,19 +254,32 @@ mod tests {
         assert!((out[0] - expected).abs() < 1e-5);
         let running_var = to_host(bn.running_var.value_sync())[0];
         let running_mean = to_host(bn.running_mean.value_sync())[0];
-        assert!((running_var - (0.99 + 0.01 * 7.0)).abs() < 1e-6, "{running_var}");
+        assert!(
+            (running_var - (0.99 + 0.01 * 7.0)).abs() < 1e-6,
+            "{running_var}"
+        );
         assert!((running_mean - 0.035).abs() < 1e-6);
     }
 
     #[test]
     fn covariates_drop_one_level_annotations_and_place_columns() {
         let device = Device::flex();
-        let cov = Covariates::new(vec![(vec![0, 0], 1), (vec![1, 0], 2), (vec![2, 0], 3)], &device);
+        let cov = Covariates::new(
+            vec![(vec![0, 0], 1), (vec![1, 0], 2), (vec![2, 0], 3)],
+            &device,
+        );
         assert_eq!(cov.width(), 5);
         assert_eq!(cov.active_columns(0), vec![1, 4]);
         assert_eq!(cov.active_columns(1), vec![0, 2]);
-        assert_eq!(to_host(cov.one_hot.unwrap()), vec![0., 1., 0., 0., 1., 1., 0., 1., 0., 0.]);
-        assert!(Covariates::new(vec![(vec![0, 0], 1)], &device).one_hot.is_none());
+        assert_eq!(
+            to_host(cov.one_hot.unwrap()),
+            vec![0., 1., 0., 0., 1., 1., 0., 1., 0., 0.]
+        );
+        assert!(
+            Covariates::new(vec![(vec![0, 0], 1)], &device)
+                .one_hot
+                .is_none()
+        );
     }
 
     #[test]
@@ -265,7 +287,12 @@ mod tests {
         let device = Device::flex();
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
         let classifier = crate::nn::Classifier::new(&mut rng, 4, 8, 1, 3, 0.1, &device);
-        let mut ctx = crate::engine::StepContext::new(Engine::Tensor, Mode::Predict, device.clone(), &mut rng);
+        let mut ctx = crate::engine::StepContext::new(
+            Engine::Tensor,
+            Mode::Predict,
+            device.clone(),
+            &mut rng,
+        );
         let x = tensor_2d((0..20).map(|v| v as f32 * 0.1).collect(), 5, 4, &device);
         let lp = to_host(classifier.log_probs(&mut ctx, x));
         assert_eq!(lp.len(), 15);

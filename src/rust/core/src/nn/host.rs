@@ -43,7 +43,11 @@ pub struct HostLinear<'s> {
 impl<'s> HostLinear<'s> {
     pub fn of(linear: &Linear, store: Option<&'s HostStore>) -> Self {
         let [d_in, d_out] = linear.weight.val().dims();
-        let stored = |id: ParamId| store.and_then(|s| s.values.get(&id)).map(|v| Cow::Borrowed(v.as_slice()));
+        let stored = |id: ParamId| {
+            store
+                .and_then(|s| s.values.get(&id))
+                .map(|v| Cow::Borrowed(v.as_slice()))
+        };
         Self {
             d_in,
             d_out,
@@ -215,7 +219,14 @@ pub fn matmul_atb(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32
 }
 
 /// `alpha a^T b`, as `matmul_atb`.
-pub fn matmul_atb_scaled(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, alpha: f32) -> Vec<f32> {
+pub fn matmul_atb_scaled(
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+) -> Vec<f32> {
     let mut out = vec![0f32; k * n];
     if k * n > 0 {
         matmul(

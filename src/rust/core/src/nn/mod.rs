@@ -103,4 +103,3 @@ pub fn linear(rng: &mut Xoshiro256PlusPlus, d_in: usize, d_out: usize, device: &
         bias: Some(Param::from_tensor(bias)),
     }
 }
-

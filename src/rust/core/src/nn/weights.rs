@@ -71,7 +71,9 @@ impl ModuleVisitor for Collector {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let t = param.val();
         let dims = t.dims().to_vec();
-        self.tensors.0.insert(self.path.joined(), (dims, to_host(t)));
+        self.tensors
+            .0
+            .insert(self.path.joined(), (dims, to_host(t)));
     }
 }
 
@@ -166,7 +168,9 @@ pub fn decode(bytes: &[u8]) -> Result<NamedTensors> {
     for _ in 0..n {
         let len = r.u32()? as usize;
         let name = std::str::from_utf8(r.take(len)?)
-            .map_err(|_| Error::Format("model weights have a tensor name that is not UTF-8".into()))?
+            .map_err(|_| {
+                Error::Format("model weights have a tensor name that is not UTF-8".into())
+            })?
             .to_string();
         let rank = r.u32()? as usize;
         if rank > MAX_RANK {
@@ -220,9 +224,8 @@ impl ModuleMapper for Loader<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let name = self.path.joined();
         let Some((dims, values)) = self.tensors.0.get(&name) else {
-            self.error.get_or_insert(Error::Format(format!(
-                "model weights lack tensor `{name}`"
-            )));
+            self.error
+                .get_or_insert(Error::Format(format!("model weights lack tensor `{name}`")));
             return param;
         };
         let expected = param.val().dims().to_vec();
@@ -260,7 +263,12 @@ pub fn load_named<M: Module>(module: M, tensors: &NamedTensors, exact: bool) -> 
         let extra: Vec<&String> = tensors.0.keys().filter(|k| !known.contains(k)).collect();
         return Err(Error::Format(format!(
             "model weights hold tensors the architecture does not have: {}",
-            extra.iter().take(3).map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            extra
+                .iter()
+                .take(3)
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     Ok(module)
@@ -324,7 +332,10 @@ mod tests {
 
     fn sample() -> NamedTensors {
         let mut t = NamedTensors::default();
-        t.0.insert("a.weight".into(), (vec![2, 3], (0..6).map(|v| v as f32).collect()));
+        t.0.insert(
+            "a.weight".into(),
+            (vec![2, 3], (0..6).map(|v| v as f32).collect()),
+        );
         t.0.insert("b".into(), (vec![1], vec![7.5]));
         t
     }
@@ -348,7 +359,12 @@ mod tests {
         assert!(decode(&bytes[..bytes.len() - 2]).is_err());
         let mut v1 = bytes.clone();
         v1[8..12].copy_from_slice(&1u32.to_le_bytes());
-        assert!(decode(&v1).unwrap_err().to_string().contains("older cellweave"));
+        assert!(
+            decode(&v1)
+                .unwrap_err()
+                .to_string()
+                .contains("older cellweave")
+        );
         assert!(decode(b"garbage").is_err());
     }
 }

@@ -37,8 +37,9 @@ impl Mmd {
         let [nb, _] = b.dims();
         let aa = a.clone().powi_scalar(2).sum_dim(1); // na x 1
         let bb = b.clone().powi_scalar(2).sum_dim(1).transpose(); // 1 x nb
-        let d2 = (aa.expand([na, nb]) + bb.expand([na, nb]) - a.matmul(b.transpose()).mul_scalar(2.0))
-            .clamp_min(0.0);
+        let d2 = (aa.expand([na, nb]) + bb.expand([na, nb])
+            - a.matmul(b.transpose()).mul_scalar(2.0))
+        .clamp_min(0.0);
         let mut k = d2.clone().mul_scalar(-1.0 / self.bandwidths[0]).exp();
         for &g in &self.bandwidths[1..] {
             k = k + d2.clone().mul_scalar(-1.0 / g).exp();
@@ -83,7 +84,8 @@ impl Penalty for Mmd {
         for i in 0..groups.len() {
             for j in i + 1..groups.len() {
                 let (a, b) = (groups[i].clone(), groups[j].clone());
-                total = total + self.kernel_mean(a.clone(), a.clone())
+                total = total
+                    + self.kernel_mean(a.clone(), a.clone())
                     + self.kernel_mean(b.clone(), b.clone())
                     - self.kernel_mean(a, b).mul_scalar(2.0);
                 pairs += 1;
@@ -111,14 +113,22 @@ mod tests {
         let n = 200;
         let z = standard_normal(&mut rng, n, 3, &device);
         let conditions: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
-        let shift: Vec<f32> = (0..n * 3).map(|i| if (i / 3) % 2 == 1 { 2.0 } else { 0.0 }).collect();
+        let shift: Vec<f32> = (0..n * 3)
+            .map(|i| if (i / 3) % 2 == 1 { 2.0 } else { 0.0 })
+            .collect();
         let shifted = z.clone() + tensor_2d(shift, n, 3, &device);
-        let mmd = Mmd { weight: 1.0, bandwidths: vec![1.0, 4.0] };
+        let mmd = Mmd {
+            weight: 1.0,
+            bandwidths: vec![1.0, 4.0],
+        };
         let same = to_host(mmd.value(z, &conditions))[0];
         let leaf = shifted.detach().require_grad();
         let value = mmd.value(leaf.clone(), &conditions);
         let apart = to_host(value.clone())[0];
-        assert!(same < 0.05 && apart > 10.0 * same.max(1e-3), "same {same}, shifted {apart}");
+        assert!(
+            same < 0.05 && apart > 10.0 * same.max(1e-3),
+            "same {same}, shifted {apart}"
+        );
         let grads = value.backward();
         let g = to_host(leaf.grad(&grads).expect("gradient"));
         assert!(g.iter().any(|v| v.abs() > 1e-4));

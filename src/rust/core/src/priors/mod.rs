@@ -70,15 +70,36 @@ mod tests {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
         let mut ctx = StepContext::new(Engine::Tensor, Mode::Evaluate, device.clone(), &mut rng);
         let n = 20_000;
-        let mean = tensor_2d((0..n * 2).map(|i| (i % 7) as f32 * 0.3 - 1.0).collect(), n, 2, &device);
-        let var = tensor_2d((0..n * 2).map(|i| 0.2 + (i % 3) as f32 * 0.4).collect(), n, 2, &device);
+        let mean = tensor_2d(
+            (0..n * 2).map(|i| (i % 7) as f32 * 0.3 - 1.0).collect(),
+            n,
+            2,
+            &device,
+        );
+        let var = tensor_2d(
+            (0..n * 2).map(|i| 0.2 + (i % 3) as f32 * 0.4).collect(),
+            n,
+            2,
+            &device,
+        );
         let sample = ctx.sample_normal(&mean, &var);
         let q = GaussianSample { mean, var, sample };
-        let exact: f64 = to_host(StandardNormal.kl(&q)).iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+        let exact: f64 = to_host(StandardNormal.kl(&q))
+            .iter()
+            .map(|&v| v as f64)
+            .sum::<f64>()
+            / n as f64;
         let zeros = Tensor::<2>::zeros([1, 2], &device);
         let ones = Tensor::<2>::ones([1, 2], &device);
         let log_p = gaussian_log_density(q.sample.clone(), zeros, ones);
-        let mc: f64 = to_host(monte_carlo_kl(&q, log_p)).iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-        assert!((mc - exact).abs() < 0.03 * exact, "Monte-Carlo {mc} vs analytic {exact}");
+        let mc: f64 = to_host(monte_carlo_kl(&q, log_p))
+            .iter()
+            .map(|&v| v as f64)
+            .sum::<f64>()
+            / n as f64;
+        assert!(
+            (mc - exact).abs() < 0.03 * exact,
+            "Monte-Carlo {mc} vs analytic {exact}"
+        );
     }
 }

@@ -179,8 +179,11 @@ impl Sampler {
                 let n_batches = cells.len().div_ceil(batch_size).max(1);
                 let mut batches = vec![Vec::new(); n_batches];
                 for level in 0..levels as u32 {
-                    let mut members: Vec<usize> =
-                        cells.iter().copied().filter(|&c| codes[c] == level).collect();
+                    let mut members: Vec<usize> = cells
+                        .iter()
+                        .copied()
+                        .filter(|&c| codes[c] == level)
+                        .collect();
                     members.shuffle(rng);
                     // Dealt round-robin, so each minibatch gets its share; with fewer cells of a
                     // condition than minibatches, they are drawn again.
@@ -201,7 +204,11 @@ impl Sampler {
                 for b in &mut batches {
                     b.shuffle(rng);
                 }
-                batches.into_iter().filter(|b| b.len() >= 3).map(plain).collect()
+                batches
+                    .into_iter()
+                    .filter(|b| b.len() >= 3)
+                    .map(plain)
+                    .collect()
             }
             Sampler::SemiSupervised { labelled } => {
                 let pool: Vec<usize> = cells.iter().copied().filter(|&c| labelled[c]).collect();
@@ -209,7 +216,9 @@ impl Sampler {
                     .into_iter()
                     .map(|rows| {
                         let k = if pool.is_empty() { 0 } else { rows.len() };
-                        let labelled = (0..k).map(|_| pool[rng.random_range(0..pool.len())]).collect();
+                        let labelled = (0..k)
+                            .map(|_| pool[rng.random_range(0..pool.len())])
+                            .collect();
                         SampledBatch { rows, labelled }
                     })
                     .collect()
@@ -440,8 +449,10 @@ mod tests {
         // A random sampler of the same cells leaves some minibatch without condition 1 far more
         // often than not; the semi-supervised one pairs each minibatch with labelled cells.
         let labelled: Vec<bool> = (0..320).map(|i| i % 10 == 0).collect();
-        let semi = Sampler::SemiSupervised { labelled: labelled.clone() }
-            .epoch(&cells, 64, &annotations, &mut rng);
+        let semi = Sampler::SemiSupervised {
+            labelled: labelled.clone(),
+        }
+        .epoch(&cells, 64, &annotations, &mut rng);
         assert_eq!(semi.len(), 5);
         for b in &semi {
             assert_eq!(b.labelled.len(), b.rows.len());

@@ -13,7 +13,6 @@ use burn::tensor::{Device, Tensor};
 use rand::rngs::Xoshiro256PlusPlus;
 
 use super::adam::HostAdam;
-use crate::nn::host::HostStore;
 use super::{
     DataSplit, EarlyStopping, EpochRecord, LossRecord, Sampler, StepProfile, TrainConfig,
     TrainingObserver, check_finite, kl_weight,
@@ -21,6 +20,7 @@ use super::{
 use crate::engine::{CountData, Engine, Mode, StepContext};
 use crate::error::{Error, Result};
 use crate::models::GenerativeModule;
+use crate::nn::host::HostStore;
 use crate::nn::{to_host, weights};
 use crate::penalties::Penalty;
 
@@ -96,16 +96,18 @@ pub fn fit<M: GenerativeModule>(
     let max_epochs = config.epochs_for(data.counts.n_rows);
     let mut main = adam((config.adam_eps, config.weight_decay));
     // Host-side parameters are updated on the host, each with its group's settings.
-    let mut host_adams: Vec<(HostAdam, f64)> =
-        vec![(HostAdam::new(config.adam_eps as f32, config.weight_decay as f32), config.lr)];
-    host_adams.extend(
-        plan.groups
-            .iter()
-            .map(|g| (HostAdam::new(g.adam_eps as f32, g.weight_decay as f32), g.lr)),
-    );
-    let host_group = |id: &ParamId| -> usize {
-        plan_groups_position(&plan.groups, id).map_or(0, |k| k + 1)
-    };
+    let mut host_adams: Vec<(HostAdam, f64)> = vec![(
+        HostAdam::new(config.adam_eps as f32, config.weight_decay as f32),
+        config.lr,
+    )];
+    host_adams.extend(plan.groups.iter().map(|g| {
+        (
+            HostAdam::new(g.adam_eps as f32, g.weight_decay as f32),
+            g.lr,
+        )
+    }));
+    let host_group =
+        |id: &ParamId| -> usize { plan_groups_position(&plan.groups, id).map_or(0, |k| k + 1) };
     let mut group_optims: Vec<ModuleOptimizer> = plan
         .groups
         .iter()
@@ -115,7 +117,10 @@ pub fn fit<M: GenerativeModule>(
     let main_ids: Vec<ParamId> = {
         let mut ids = Ids(Vec::new());
         module.visit(&mut ids);
-        ids.0.into_iter().filter(|id| !grouped.contains(id)).collect()
+        ids.0
+            .into_iter()
+            .filter(|id| !grouped.contains(id))
+            .collect()
     };
     let mut early_stopping = config.early_stopping.then(|| {
         EarlyStopping::new(
@@ -142,8 +147,8 @@ pub fn fit<M: GenerativeModule>(
                 return Err(Error::Interrupted);
             }
             let t0 = Instant::now();
-            let mut ctx = StepContext::new(plan.engine, Mode::Train, ad.clone(), rng)
-                .with_host_store(&store);
+            let mut ctx =
+                StepContext::new(plan.engine, Mode::Train, ad.clone(), rng).with_host_store(&store);
             let mut batch = ctx.minibatch(data, sampled.rows);
             batch.labelled_rows = sampled.labelled;
             let (inference, mut loss) = module.forward(&mut ctx, &batch);
@@ -191,7 +196,9 @@ pub fn fit<M: GenerativeModule>(
                 .filter(|id| !store.values.contains_key(id))
                 .collect();
             if !missing.is_empty() {
-                store.values.extend(weights::param_values(&module, &missing));
+                store
+                    .values
+                    .extend(weights::param_values(&module, &missing));
             }
             for (id, gradient) in &host {
                 let (adam, lr) = &mut host_adams[host_group(id)];
@@ -280,5 +287,11 @@ pub fn evaluate<M: GenerativeModule>(
             None => s,
         });
     }
-    LossRecord::from_sums(&sums.unwrap_or_default(), cells.len(), &names, 1.0, &weights)
+    LossRecord::from_sums(
+        &sums.unwrap_or_default(),
+        cells.len(),
+        &names,
+        1.0,
+        &weights,
+    )
 }

@@ -8,7 +8,9 @@ use burn::module::Module;
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 
-pub use module::{BATCH, LibraryPrior, ScviArchitecture, ScviGenerative, ScviInference, ScviModule};
+pub use module::{
+    BATCH, LibraryPrior, ScviArchitecture, ScviGenerative, ScviInference, ScviModule,
+};
 
 use crate::data::{CsrMatrix, DenseMatrix};
 use crate::device::ComputeDevice;
@@ -76,7 +78,13 @@ fn library_prior(log_library: &[f32], batch: &[u32], n_batch: usize) -> (Vec<f64
         count[b] += 1.0;
     }
     let mean: Vec<f64> = (0..n_batch)
-        .map(|b| if count[b] > 0.0 { sum[b] / count[b] } else { 0.0 })
+        .map(|b| {
+            if count[b] > 0.0 {
+                sum[b] / count[b]
+            } else {
+                0.0
+            }
+        })
         .collect();
     let var = (0..n_batch)
         .map(|b| {

@@ -8,13 +8,13 @@ use rand::rngs::Xoshiro256PlusPlus;
 
 use crate::distributions::GeneLikelihood;
 use crate::engine::{Minibatch, StepContext};
+use crate::error::{Error, Result};
 use crate::models::{GenerativeModule, LossOutput};
 use crate::nn::decoder::DecoderConfig;
 use crate::nn::encoder::{EncoderConfig, GaussianSample};
 use crate::nn::weights::NamedTensors;
 use crate::nn::{Covariates, Decoder, Encoder, tensor_1d, tensor_2d};
 use crate::priors::{Prior, StandardNormal};
-use crate::error::{Error, Result};
 
 /// The annotation of `CountData` that holds the batch.
 pub const BATCH: usize = 0;
@@ -77,7 +77,10 @@ impl ScviArchitecture {
                 return Err(Error::invalid(*name, "must be >= 1"));
             }
             if v > *limit {
-                return Err(Error::invalid(*name, format!("{v} exceeds the limit {limit}")));
+                return Err(Error::invalid(
+                    *name,
+                    format!("{v} exceeds the limit {limit}"),
+                ));
             }
         }
         if !(0.0..1.0).contains(&self.dropout_rate) {
@@ -89,7 +92,9 @@ impl ScviArchitecture {
     /// Checks the architecture against saved weights before a network is built from it: a
     /// damaged model must fail here, not in a failed allocation.
     pub fn check_weights(&self, weights: &NamedTensors) -> Result<()> {
-        self.validate().map_err(|e| Error::Format(format!("the saved model's architecture is damaged: {e}")))?;
+        self.validate().map_err(|e| {
+            Error::Format(format!("the saved model's architecture is damaged: {e}"))
+        })?;
         let cat = if self.n_batch > 1 { self.n_batch } else { 0 };
         let enc_cat = if self.encode_covariates { cat } else { 0 };
         let expect = [
@@ -107,17 +112,27 @@ impl ScviArchitecture {
                         self.n_genes + enc_cat
                     } else {
                         self.n_hidden
-                            + if self.deeply_inject_covariates { enc_cat } else { 0 }
+                            + if self.deeply_inject_covariates {
+                                enc_cat
+                            } else {
+                                0
+                            }
                     },
                     self.n_hidden,
                 ],
             ),
-            ("z_encoder.mean.weight".to_string(), vec![self.n_hidden, self.n_latent]),
+            (
+                "z_encoder.mean.weight".to_string(),
+                vec![self.n_hidden, self.n_latent],
+            ),
             (
                 "decoder.layers.layers.0.linear.weight".to_string(),
                 vec![self.n_latent + cat, self.n_hidden],
             ),
-            ("decoder.head.scale.weight".to_string(), vec![self.n_hidden, self.n_genes]),
+            (
+                "decoder.head.scale.weight".to_string(),
+                vec![self.n_hidden, self.n_genes],
+            ),
         ];
         for (name, dims) in &expect {
             match weights.dims(name) {
@@ -131,7 +146,8 @@ impl ScviArchitecture {
         }
         let extra_layer = format!("z_encoder.layers.layers.{}.linear.weight", self.n_layers);
         if weights.contains(&extra_layer)
-            || weights.contains("decoder.head.dropout.weight") != (self.likelihood == GeneLikelihood::Zinb)
+            || weights.contains("decoder.head.dropout.weight")
+                != (self.likelihood == GeneLikelihood::Zinb)
             || weights.contains("l_encoder.mean.weight") != self.latent_library
         {
             return Err(Error::Format(
@@ -195,9 +211,7 @@ impl ScviModule {
             dropout_rate: arch.dropout_rate,
         };
         let z_encoder = encoder(arch.n_latent, arch.n_layers).init(rng, device);
-        let l_encoder = arch
-            .latent_library
-            .then(|| encoder(1, 1).init(rng, device));
+        let l_encoder = arch.latent_library.then(|| encoder(1, 1).init(rng, device));
         let decoder = DecoderConfig {
             d_in: arch.n_latent,
             n_genes: arch.n_genes,

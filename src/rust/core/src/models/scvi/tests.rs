@@ -146,25 +146,43 @@ fn both_engines_give_the_same_losses_and_gradients() {
             &mut Xoshiro256PlusPlus::seed_from_u64(7),
             &device,
         );
-        let rows: Vec<usize> = (0..40).rev().step_by(2).chain((0..40).step_by(2)).take(32).collect();
+        let rows: Vec<usize> = (0..40)
+            .rev()
+            .step_by(2)
+            .chain((0..40).step_by(2))
+            .take(32)
+            .collect();
         let mean_objective = |l: &LossOutput| l.objective(0.7);
-        let weights: Vec<f32> = (0..rows.len()).map(|i| 0.2 + (i % 5) as f32 * 0.3).collect();
+        let weights: Vec<f32> = (0..rows.len())
+            .map(|i| 0.2 + (i % 5) as f32 * 0.3)
+            .collect();
         let weighted = |l: &LossOutput| {
-            let w = crate::nn::tensor_2d(weights.clone(), weights.len(), 1, &l.reconstruction.device());
+            let w = crate::nn::tensor_2d(
+                weights.clone(),
+                weights.len(),
+                1,
+                &l.reconstruction.device(),
+            );
             (l.reconstruction.clone() * w).sum() + l.kl_z.clone().mean()
         };
         let objectives: [&dyn Fn(&LossOutput) -> Tensor<1>; 2] = [&mean_objective, &weighted];
         for (k, objective) in objectives.iter().enumerate() {
             let (t_host, g_host) = pass(&module, &cells, &rows, Engine::HostFused, *objective);
             let (t_tensor, g_tensor) = pass(&module, &cells, &rows, Engine::Tensor, *objective);
-            let what = format!("{likelihood:?} library {latent_library} covariates {encode_covariates} layers {n_layers} objective {k}");
+            let what = format!(
+                "{likelihood:?} library {latent_library} covariates {encode_covariates} layers {n_layers} objective {k}"
+            );
             for (name, (a, b)) in ["reconstruction", "kl_z", "kl_library"]
                 .iter()
                 .zip(t_host.iter().zip(&t_tensor))
             {
                 close(a, b, 1e-4, 1e-3, &format!("{what}: {name}"));
             }
-            assert_eq!(g_host.len(), g_tensor.len(), "{what}: same parameters have gradients");
+            assert_eq!(
+                g_host.len(),
+                g_tensor.len(),
+                "{what}: same parameters have gradients"
+            );
             let names = weights::named_tensors(&module);
             let mut id_names = HashMap::new();
             {
@@ -188,7 +206,13 @@ fn both_engines_give_the_same_losses_and_gradients() {
             let largest = g_host.values().flatten().fold(0f32, |m, v| m.max(v.abs()));
             for (id, a) in &g_host {
                 let b = &g_tensor[id];
-                close(a, b, 2e-4, 1e-2 * largest, &format!("{what}: gradient of {}", id_names[id]));
+                close(
+                    a,
+                    b,
+                    2e-4,
+                    1e-2 * largest,
+                    &format!("{what}: gradient of {}", id_names[id]),
+                );
             }
         }
     }
@@ -231,20 +255,32 @@ fn training_is_seeded_and_weights_round_trip_by_name() {
         ..TrainConfig::default()
     };
     let train = || {
-        ScviModel::train(small_arch(), &config, data, ComputeDevice::Flex, Engine::HostFused, &mut Silent)
-            .unwrap()
+        ScviModel::train(
+            small_arch(),
+            &config,
+            data,
+            ComputeDevice::Flex,
+            Engine::HostFused,
+            &mut Silent,
+        )
+        .unwrap()
     };
     let a = train();
     let b = train();
     let za = a.latent(data).unwrap();
-    assert_eq!(za.data, b.latent(data).unwrap().data, "same seed, same latent");
+    assert_eq!(
+        za.data,
+        b.latent(data).unwrap().data,
+        "same seed, same latent"
+    );
     assert!(a.history[3].train.loss < a.history[0].train.loss);
     let bytes = a.weights_bytes();
     let names = weights::decode(&bytes).unwrap();
     assert!(names.contains("z_encoder.layers.layers.0.linear.weight"));
     assert!(names.contains("decoder.head.log_theta"));
     assert!(names.contains("z_encoder.layers.layers.0.norm.running_var"));
-    let reloaded = ScviModel::from_parts(small_arch(), &bytes, ComputeDevice::Flex, Engine::Tensor).unwrap();
+    let reloaded =
+        ScviModel::from_parts(small_arch(), &bytes, ComputeDevice::Flex, Engine::Tensor).unwrap();
     let zr = reloaded.latent(data).unwrap();
     for (x, y) in za.data.iter().zip(&zr.data) {
         assert!((x - y).abs() < 1e-5, "reloaded latent {y} vs {x}");
@@ -284,9 +320,26 @@ fn covariate_injection_follows_the_architecture() {
     let dims = |l: &burn::nn::Linear| l.weight.val().dims();
     assert_eq!(dims(&m.decoder.layers.layers[0].linear), [3 + 2, 8]);
     assert_eq!(dims(&m.decoder.layers.layers[1].linear), [8, 8]);
-    let deep = ScviModule::new(&ScviArchitecture { deeply_inject_covariates: true, ..arch.clone() }, None, &mut rng, &device);
+    let deep = ScviModule::new(
+        &ScviArchitecture {
+            deeply_inject_covariates: true,
+            ..arch.clone()
+        },
+        None,
+        &mut rng,
+        &device,
+    );
     assert_eq!(dims(&deep.decoder.layers.layers[1].linear), [8 + 2, 8]);
-    let one_batch = ScviModule::new(&ScviArchitecture { n_batch: 1, encode_covariates: true, ..arch }, None, &mut rng, &device);
+    let one_batch = ScviModule::new(
+        &ScviArchitecture {
+            n_batch: 1,
+            encode_covariates: true,
+            ..arch
+        },
+        None,
+        &mut rng,
+        &device,
+    );
     assert_eq!(dims(&one_batch.decoder.layers.layers[0].linear), [3, 8]);
     assert_eq!(dims(&one_batch.z_encoder.layers.layers[0].linear), [12, 8]);
 }
@@ -303,16 +356,30 @@ fn expression_subsets_genes_and_streams_cells() {
         max_epochs: Some(1),
         ..TrainConfig::default()
     };
-    let model = ScviModel::train(small_arch(), &config, data, ComputeDevice::Flex, Engine::HostFused, &mut Silent).unwrap();
+    let model = ScviModel::train(
+        small_arch(),
+        &config,
+        data,
+        ComputeDevice::Flex,
+        Engine::HostFused,
+        &mut Silent,
+    )
+    .unwrap();
     let collect = |genes: Option<&[usize]>| {
         let width = genes.map_or(12, |g| g.len());
         let mut out = vec![0f32; 1100 * width];
         let mut chunks = 0;
         model
-            .normalized_expression(data, &[1], LibraryScale::Constant(1.0), genes, &mut |start, block| {
-                out[start * width..start * width + block.len()].copy_from_slice(block);
-                chunks += 1;
-            })
+            .normalized_expression(
+                data,
+                &[1],
+                LibraryScale::Constant(1.0),
+                genes,
+                &mut |start, block| {
+                    out[start * width..start * width + block.len()].copy_from_slice(block);
+                    chunks += 1;
+                },
+            )
             .unwrap();
         (out, chunks)
     };
@@ -326,14 +393,27 @@ fn expression_subsets_genes_and_streams_cells() {
         assert_eq!(sub[2 * i], full[12 * i + 5]);
         assert_eq!(sub[2 * i + 1], full[12 * i]);
     }
-    assert!(model.normalized_expression(data, &[], LibraryScale::Observed, Some(&[12]), &mut |_, _| {}).is_err());
+    assert!(
+        model
+            .normalized_expression(
+                data,
+                &[],
+                LibraryScale::Observed,
+                Some(&[12]),
+                &mut |_, _| {}
+            )
+            .is_err()
+    );
 }
 
 /// The scvi-tools parity fixture (tests/fixtures/scvi_parity, made by its make_fixture.py).
 fn parity_file(name: &str) -> Vec<Vec<f64>> {
     use std::io::Read;
-    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
-    let path = std::path::Path::new(&dir).join("../../../tests/fixtures/scvi_parity").join(name);
+    let dir =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    let path = std::path::Path::new(&dir)
+        .join("../../../tests/fixtures/scvi_parity")
+        .join(name);
     let mut text = String::new();
     flate2::read::GzDecoder::new(std::fs::File::open(&path).expect("parity fixture"))
         .read_to_string(&mut text)
@@ -349,7 +429,10 @@ fn parity_file(name: &str) -> Vec<Vec<f64>> {
 #[test]
 fn scvi_tools_weights_reproduce_scvi_tools() {
     let dense = parity_file("counts.tsv.gz");
-    let batch: Vec<u32> = parity_file("batch.tsv.gz")[0].iter().map(|&b| b as u32).collect();
+    let batch: Vec<u32> = parity_file("batch.tsv.gz")[0]
+        .iter()
+        .map(|&b| b as u32)
+        .collect();
     let (n, g) = (dense.len(), dense[0].len());
     let mut indptr = vec![0];
     let (mut indices, mut values) = (Vec::new(), Vec::new());
@@ -363,10 +446,20 @@ fn scvi_tools_weights_reproduce_scvi_tools() {
         indptr.push(indices.len());
     }
     let counts = CsrMatrix::new(n, g, indptr, indices, values).unwrap();
-    let data = CountsAndBatch { counts: &counts, batch: &batch };
-    let arch = ScviArchitecture { n_layers: 2, ..ScviArchitecture::new(g, 2) };
-    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
-    let bytes = std::fs::read(std::path::Path::new(&dir).join("../../../tests/fixtures/scvi_parity/weights.cwt")).unwrap();
+    let data = CountsAndBatch {
+        counts: &counts,
+        batch: &batch,
+    };
+    let arch = ScviArchitecture {
+        n_layers: 2,
+        ..ScviArchitecture::new(g, 2)
+    };
+    let dir =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    let bytes = std::fs::read(
+        std::path::Path::new(&dir).join("../../../tests/fixtures/scvi_parity/weights.cwt"),
+    )
+    .unwrap();
     let expect = |name: &str| -> Vec<f64> { parity_file(name).into_iter().flatten().collect() };
     let check = |got: &[f64], want: &[f64], what: &str| {
         assert_eq!(got.len(), want.len(), "{what}");
@@ -376,20 +469,39 @@ fn scvi_tools_weights_reproduce_scvi_tools() {
             .map(|(a, b)| (a - b).abs() / b.abs().max(1e-3))
             .fold(0f64, f64::max);
         eprintln!("{what}: largest relative difference {worst:e}");
-        assert!(worst < 1e-4, "{what}: largest relative difference {worst:e}");
+        assert!(
+            worst < 1e-4,
+            "{what}: largest relative difference {worst:e}"
+        );
     };
     for engine in [Engine::HostFused, Engine::Tensor] {
-        let model = ScviModel::from_parts(arch.clone(), &bytes, ComputeDevice::Flex, engine).unwrap();
-        check(&model.latent(data).unwrap().data, &expect("latent_mean.tsv.gz"), "latent means");
-        for (transform, file) in [(vec![], "expression_own_batch.tsv.gz"), (vec![1], "expression_batch_1.tsv.gz")] {
+        let model =
+            ScviModel::from_parts(arch.clone(), &bytes, ComputeDevice::Flex, engine).unwrap();
+        check(
+            &model.latent(data).unwrap().data,
+            &expect("latent_mean.tsv.gz"),
+            "latent means",
+        );
+        for (transform, file) in [
+            (vec![], "expression_own_batch.tsv.gz"),
+            (vec![1], "expression_batch_1.tsv.gz"),
+        ] {
             let mut out = vec![0f32; n * g];
             model
-                .normalized_expression(data, &transform, LibraryScale::Constant(1.0), None, &mut |s, b| {
-                    out[s * g..s * g + b.len()].copy_from_slice(b)
-                })
+                .normalized_expression(
+                    data,
+                    &transform,
+                    LibraryScale::Constant(1.0),
+                    None,
+                    &mut |s, b| out[s * g..s * g + b.len()].copy_from_slice(b),
+                )
                 .unwrap();
             let out: Vec<f64> = out.into_iter().map(f64::from).collect();
-            check(&out, &expect(file), &format!("{engine:?} normalized expression {file}"));
+            check(
+                &out,
+                &expect(file),
+                &format!("{engine:?} normalized expression {file}"),
+            );
         }
         let cells = data.prepare(&arch).unwrap();
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
@@ -397,8 +509,16 @@ fn scvi_tools_weights_reproduce_scvi_tools() {
         let batch = ctx.minibatch(&cells, (0..n).collect());
         let (_, loss) = model.module.forward(&mut ctx, &batch);
         let host = |t: Tensor<2>| -> Vec<f64> { to_host(t).into_iter().map(f64::from).collect() };
-        check(&host(loss.reconstruction), &expect("reconstruction.tsv.gz"), &format!("{engine:?} reconstruction"));
-        check(&host(loss.kl_z), &expect("kl_z.tsv.gz"), &format!("{engine:?} KL(z)"));
+        check(
+            &host(loss.reconstruction),
+            &expect("reconstruction.tsv.gz"),
+            &format!("{engine:?} reconstruction"),
+        );
+        check(
+            &host(loss.kl_z),
+            &expect("kl_z.tsv.gz"),
+            &format!("{engine:?} KL(z)"),
+        );
     }
 }
 
@@ -407,10 +527,17 @@ fn scvi_tools_weights_reproduce_scvi_tools() {
 #[test]
 fn trainer_honours_parameter_groups_and_penalties() {
     let (counts, batch) = synthetic(96, 12, 4);
-    let data = CountsAndBatch { counts: &counts, batch: &batch };
+    let data = CountsAndBatch {
+        counts: &counts,
+        batch: &batch,
+    };
     let arch = small_arch();
     let cells = data.prepare(&arch).unwrap();
-    let config = TrainConfig { max_epochs: Some(2), batch_size: 32, ..TrainConfig::default() };
+    let config = TrainConfig {
+        max_epochs: Some(2),
+        batch_size: 32,
+        ..TrainConfig::default()
+    };
     for engine in [Engine::HostFused, Engine::Tensor] {
         let device = Device::flex();
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
@@ -427,12 +554,33 @@ fn trainer_honours_parameter_groups_and_penalties() {
             weight_decay: 0.0,
         });
         plan.penalties.push((
-            Box::new(crate::penalties::Mmd { weight: 2.0, bandwidths: vec![1.0] }),
+            Box::new(crate::penalties::Mmd {
+                weight: 2.0,
+                bandwidths: vec![1.0],
+            }),
             BATCH,
         ));
-        let fitted = fit(module, &cells, &split, &config, &mut plan, &device, &mut rng, &mut Silent).unwrap();
-        assert_eq!(to_host(fitted.module.decoder.head.log_theta.val()), theta_before, "{engine:?}");
-        assert_ne!(to_host(fitted.module.z_encoder.mean.weight.val()), mean_before, "{engine:?}");
+        let fitted = fit(
+            module,
+            &cells,
+            &split,
+            &config,
+            &mut plan,
+            &device,
+            &mut rng,
+            &mut Silent,
+        )
+        .unwrap();
+        assert_eq!(
+            to_host(fitted.module.decoder.head.log_theta.val()),
+            theta_before,
+            "{engine:?}"
+        );
+        assert_ne!(
+            to_host(fitted.module.z_encoder.mean.weight.val()),
+            mean_before,
+            "{engine:?}"
+        );
         let last = fitted.history.last().unwrap();
         assert_eq!(last.train.extra.len(), 1);
         let (name, mmd) = &last.train.extra[0];
