@@ -406,14 +406,19 @@ fn expression_subsets_genes_and_streams_cells() {
     );
 }
 
-/// The scvi-tools parity fixture (tests/fixtures/scvi_parity, made by its make_fixture.py).
-fn parity_file(name: &str) -> Vec<Vec<f64>> {
-    use std::io::Read;
+/// A file of the scvi-tools parity fixture (tests/fixtures/scvi_parity, made by its
+/// make_fixture.py), found at run time.
+fn parity_path(name: &str) -> std::path::PathBuf {
     let dir =
         std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
-    let path = std::path::Path::new(&dir)
+    std::path::Path::new(&dir)
         .join("../../../tests/fixtures/scvi_parity")
-        .join(name);
+        .join(name)
+}
+
+fn parity_file(name: &str) -> Vec<Vec<f64>> {
+    use std::io::Read;
+    let path = parity_path(name);
     let mut text = String::new();
     flate2::read::GzDecoder::new(std::fs::File::open(&path).expect("parity fixture"))
         .read_to_string(&mut text)
@@ -454,12 +459,7 @@ fn scvi_tools_weights_reproduce_scvi_tools() {
         n_layers: 2,
         ..ScviArchitecture::new(g, 2)
     };
-    let dir =
-        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
-    let bytes = std::fs::read(
-        std::path::Path::new(&dir).join("../../../tests/fixtures/scvi_parity/weights.cwt"),
-    )
-    .unwrap();
+    let bytes = std::fs::read(parity_path("weights.cwt")).unwrap();
     let expect = |name: &str| -> Vec<f64> { parity_file(name).into_iter().flatten().collect() };
     let check = |got: &[f64], want: &[f64], what: &str| {
         assert_eq!(got.len(), want.len(), "{what}");
