@@ -9,6 +9,7 @@ mod metrics;
 mod mnn;
 mod neighbors;
 mod pca;
+mod scanvi;
 mod scvi;
 
 use std::process::ExitCode;
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
     let rest: Vec<_> = args.collect();
     let result = match command.to_string_lossy().as_ref() {
         "scvi" => scvi::main(rest),
+        "scanvi" => scanvi::main(rest),
         "pca" => pca::main(rest),
         "harmony" => harmony::main(rest),
         "mnn" => mnn::main(rest),
@@ -44,4 +46,12 @@ fn main() -> ExitCode {
     }
 }
 
-const COMMANDS: &[&str] = &["scvi", "pca", "harmony", "mnn", "metrics", "neighbors"];
+const COMMANDS: &[&str] = &[
+    "scvi",
+    "scanvi",
+    "pca",
+    "harmony",
+    "mnn",
+    "metrics",
+    "neighbors",
+];

@@ -7,6 +7,7 @@ pub mod device;
 pub mod distributions;
 pub mod engine;
 pub mod error;
+pub mod label_transfer;
 pub mod metrics;
 pub mod models;
 pub mod neighbors;

@@ -215,6 +215,19 @@ impl DenseMatrix {
     pub fn row_mut(&mut self, i: usize) -> &mut [f64] {
         &mut self.data[i * self.n_cols..(i + 1) * self.n_cols]
     }
+
+    /// The rows `rows`, in that order (indices must be in range).
+    pub fn select_rows(&self, rows: &[usize]) -> DenseMatrix {
+        let mut data = Vec::with_capacity(rows.len() * self.n_cols);
+        for &r in rows {
+            data.extend_from_slice(self.row(r));
+        }
+        DenseMatrix {
+            n_rows: rows.len(),
+            n_cols: self.n_cols,
+            data,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -169,6 +169,8 @@ impl<'a> Minibatch<'a> {
 enum HostRecord<'s> {
     FirstLayer {
         layer: HostLinear<'s>,
+        /// The pass's cells (a step may run an encoder on a second minibatch).
+        rows: Vec<usize>,
         /// One-hot columns of each cell (offsets past the genes).
         columns: Vec<Vec<usize>>,
         output: Tensor<2>,
@@ -290,6 +292,7 @@ impl<'r> StepContext<'r> {
                 let t = t.require_grad();
                 self.records.push(HostRecord::FirstLayer {
                     layer: host,
+                    rows: batch.rows.clone(),
                     columns,
                     output: t.clone(),
                 });
@@ -431,6 +434,7 @@ impl<'r> StepContext<'r> {
             match record {
                 HostRecord::FirstLayer {
                     layer,
+                    rows,
                     columns,
                     output,
                 } => {
@@ -440,7 +444,7 @@ impl<'r> StepContext<'r> {
                     let data = batch.data;
                     layer.backward_sparse(
                         data.counts,
-                        &batch.rows,
+                        &rows,
                         &data.log1p_values,
                         &columns,
                         &to_host(d_output),

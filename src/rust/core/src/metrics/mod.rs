@@ -157,15 +157,6 @@ pub(crate) mod test_data {
         (0..n).map(|_| rng.random_range(0..k)).collect()
     }
 
-    /// Rows of `m` in the order `perm`.
-    pub fn permute_rows(m: &DenseMatrix, perm: &[usize]) -> DenseMatrix {
-        let mut data = Vec::with_capacity(m.data.len());
-        for &p in perm {
-            data.extend_from_slice(m.row(p));
-        }
-        DenseMatrix::new(m.n_rows, m.n_cols, data).unwrap()
-    }
-
     pub fn shuffled(n: usize, seed: u64) -> Vec<usize> {
         use rand::seq::SliceRandom;
         let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);

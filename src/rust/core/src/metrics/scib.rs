@@ -668,7 +668,7 @@ mod tests {
         );
         let batch = random_codes(x.n_rows, 2, 2);
         let perm = shuffled(x.n_rows, 3);
-        let xp = permute_rows(&x, &perm);
+        let xp = x.select_rows(&perm);
         let bp: Vec<u32> = perm.iter().map(|&p| batch[p]).collect();
         let lp: Vec<u32> = perm.iter().map(|&p| labels[p]).collect();
         let config = SuiteConfig {

@@ -259,7 +259,7 @@ mod tests {
         let (x, labels) = blobs(&[vec![0.0, 0.0], vec![3.0, 0.0]], 100, 1.0, 6);
         let batch = random_codes(x.n_rows, 3, 7);
         let perm = shuffled(x.n_rows, 8);
-        let xp = permute_rows(&x, &perm);
+        let xp = x.select_rows(&perm);
         let lp: Vec<u32> = perm.iter().map(|&p| labels[p]).collect();
         let bp: Vec<u32> = perm.iter().map(|&p| batch[p]).collect();
         assert!(

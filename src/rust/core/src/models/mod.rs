@@ -12,6 +12,8 @@
 //!   outputs, and `from_parts`/`weights_bytes` (weights by name, `nn::weights`).
 //! - the R glue (`src/rust/r/src/<name>.rs`) and `R/<name>.R`.
 
+pub(crate) mod query;
+pub mod scanvi;
 pub mod scvi;
 
 use burn::module::Module;

@@ -45,12 +45,17 @@ impl Classifier {
         }
     }
 
-    /// Log class probabilities (`n x n_classes`).
-    pub fn log_probs(&self, ctx: &mut StepContext<'_>, x: Tensor<2>) -> Tensor<2> {
+    /// Class logits (`n x n_classes`).
+    pub fn logits(&self, ctx: &mut StepContext<'_>, x: Tensor<2>) -> Tensor<2> {
         let h = match &self.layers {
             Some(layers) => layers.forward(ctx, x, &Covariates::none()),
             None => x,
         };
-        log_softmax(self.logits.forward(h), 1)
+        self.logits.forward(h)
+    }
+
+    /// Log class probabilities (`n x n_classes`).
+    pub fn log_probs(&self, ctx: &mut StepContext<'_>, x: Tensor<2>) -> Tensor<2> {
+        log_softmax(self.logits(ctx, x), 1)
     }
 }

@@ -102,3 +102,42 @@ impl Decoder {
         self.layers.forward(ctx, z, covariates)
     }
 }
+
+/// scvi-tools' Gaussian `Decoder` (a latent from a latent, as scANVI's p(z1 | z2, c)):
+/// `FcLayers` without dropout, then a mean head and a variance head (variance = exp(head)).
+#[derive(Module, Debug)]
+pub struct GaussianDecoder {
+    pub layers: FcLayers,
+    pub mean: Linear,
+    pub log_var: Linear,
+}
+
+impl GaussianDecoder {
+    pub fn new(
+        rng: &mut Xoshiro256PlusPlus,
+        d_in: usize,
+        d_out: usize,
+        n_hidden: usize,
+        n_layers: usize,
+        n_cat_list: &[usize],
+        device: &Device,
+    ) -> Self {
+        let layers = FcLayers::new(rng, d_in, n_hidden, n_layers, n_cat_list, true, 0.0, device);
+        Self {
+            layers,
+            mean: super::linear(rng, n_hidden, d_out, device),
+            log_var: super::linear(rng, n_hidden, d_out, device),
+        }
+    }
+
+    /// Mean and variance of p(output | input, covariates).
+    pub fn forward(
+        &self,
+        ctx: &mut StepContext<'_>,
+        x: Tensor<2>,
+        covariates: &Covariates,
+    ) -> (Tensor<2>, Tensor<2>) {
+        let h = self.layers.forward(ctx, x, covariates);
+        (self.mean.forward(h.clone()), self.log_var.forward(h).exp())
+    }
+}

@@ -180,8 +180,12 @@ pub struct Gradients {
 }
 
 impl Gradients {
+    /// Adds `gradient` to parameter `id`'s (a layer used by two passes of one step sums both).
     pub fn push(&mut self, id: ParamId, gradient: Vec<f32>) {
-        self.entries.push((id, gradient));
+        match self.entries.iter_mut().find(|e| e.0 == id) {
+            Some((_, g)) => g.iter_mut().zip(&gradient).for_each(|(a, b)| *a += b),
+            None => self.entries.push((id, gradient)),
+        }
     }
 
     /// The gradient of parameter `id`, if it was computed here.

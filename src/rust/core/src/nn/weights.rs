@@ -87,6 +87,33 @@ pub fn named_tensors<M: Module>(module: &M) -> NamedTensors {
     collector.tensors
 }
 
+struct IdCollector {
+    path: Path,
+    ids: BTreeMap<String, burn::module::ParamId>,
+}
+
+impl ModuleVisitor for IdCollector {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.enter(name);
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.exit();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.ids.insert(self.path.joined(), param.id);
+    }
+}
+
+/// The parameter id of every float tensor of `module`, by the path `named_tensors` gives it.
+pub fn param_ids<M: Module>(module: &M) -> BTreeMap<String, burn::module::ParamId> {
+    let mut collector = IdCollector {
+        path: Path::default(),
+        ids: BTreeMap::new(),
+    };
+    module.visit(&mut collector);
+    collector.ids
+}
+
 pub fn encode(tensors: &NamedTensors) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + 4 * tensors.n_values() + 64 * tensors.0.len());
     out.extend_from_slice(MAGIC);

@@ -5,7 +5,7 @@
 pub mod adam;
 mod trainer;
 
-pub use trainer::{EVAL_CHUNK, Fit, ParamGroup, TrainingPlan, evaluate, fit};
+pub use trainer::{EVAL_CHUNK, Fit, ParamGroup, Trainable, TrainingPlan, evaluate, fit};
 
 use rand::RngExt;
 use rand::rngs::Xoshiro256PlusPlus;

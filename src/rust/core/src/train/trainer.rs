@@ -3,7 +3,7 @@
 //! updated by the host Adam on their master copies (`HostStore`), the validation ELBO, early stopping, the history, the NaN guard, and
 //! the observer (progress, Ctrl-C). Losses stay on the device and are read back once per epoch.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use burn::module::{ModuleVisitor, Param, ParamId};
@@ -37,6 +37,35 @@ pub struct ParamGroup {
     pub weight_decay: f64,
 }
 
+/// What a fit trains when not everything does (scArches query mapping): only `params`; of
+/// those in `frozen_rows`, the first rows (of a `[d_in, d_out]` weight: the inputs before a
+/// layer's covariate block) keep their values exactly, weight decay included.
+#[derive(Debug, Clone, Default)]
+pub struct Trainable {
+    pub params: HashSet<ParamId>,
+    /// Leading frozen rows and the row width, per parameter.
+    pub frozen_rows: HashMap<ParamId, (usize, usize)>,
+}
+
+impl Trainable {
+    fn contains(this: &Option<Trainable>, id: &ParamId) -> bool {
+        this.as_ref().is_none_or(|t| t.params.contains(id))
+    }
+
+    /// `values` with the frozen leading rows of each parameter taken from `saved`.
+    fn restore_rows(
+        &self,
+        saved: &HashMap<ParamId, Vec<f32>>,
+        values: &mut HashMap<ParamId, Vec<f32>>,
+    ) {
+        for (id, v) in values.iter_mut() {
+            if let (Some(&(rows, width)), Some(old)) = (self.frozen_rows.get(id), saved.get(id)) {
+                v[..rows * width].copy_from_slice(&old[..rows * width]);
+            }
+        }
+    }
+}
+
 /// How a model is trained beyond the `TrainConfig`.
 pub struct TrainingPlan {
     pub engine: Engine,
@@ -44,6 +73,8 @@ pub struct TrainingPlan {
     pub groups: Vec<ParamGroup>,
     /// Penalties on the representation, each with the annotation holding its condition codes.
     pub penalties: Vec<(Box<dyn Penalty>, usize)>,
+    /// `None`: every parameter trains.
+    pub trainable: Option<Trainable>,
 }
 
 impl TrainingPlan {
@@ -53,6 +84,7 @@ impl TrainingPlan {
             sampler: Sampler::Random,
             groups: Vec::new(),
             penalties: Vec::new(),
+            trainable: None,
         }
     }
 }
@@ -119,9 +151,26 @@ pub fn fit<M: GenerativeModule>(
         module.visit(&mut ids);
         ids.0
             .into_iter()
-            .filter(|id| !grouped.contains(id))
+            .filter(|id| !grouped.contains(id) && Trainable::contains(&plan.trainable, id))
             .collect()
     };
+    let group_ids: Vec<Vec<ParamId>> = plan
+        .groups
+        .iter()
+        .map(|g| {
+            g.params
+                .iter()
+                .filter(|id| Trainable::contains(&plan.trainable, id))
+                .copied()
+                .collect()
+        })
+        .collect();
+    // Parameters with frozen rows, on the device (host-side ones are restored in the store).
+    let row_frozen: HashSet<ParamId> = plan
+        .trainable
+        .as_ref()
+        .map(|t| t.frozen_rows.keys().copied().collect())
+        .unwrap_or_default();
     let mut early_stopping = config.early_stopping.then(|| {
         EarlyStopping::new(
             config.early_stopping_patience,
@@ -179,21 +228,42 @@ pub fn fit<M: GenerativeModule>(
             let mut grads = objective.backward();
             let host = ctx.host_gradients(&grads, &batch);
             let t2 = Instant::now();
-            if plan.groups.is_empty() {
+            let saved_rows = (!row_frozen.is_empty()).then(|| {
+                let on_device: HashSet<ParamId> = row_frozen
+                    .iter()
+                    .filter(|id| !store.values.contains_key(id))
+                    .copied()
+                    .collect();
+                weights::param_values(&module, &on_device)
+            });
+            if plan.groups.is_empty() && plan.trainable.is_none() {
                 let g = GradientsParams::from_grads(grads, &module);
                 module = main.step(config.lr, module, g);
             } else {
                 let g = GradientsParams::from_params(&mut grads, &module, &main_ids);
                 module = main.step(config.lr, module, g);
-                for (group, optim) in plan.groups.iter().zip(group_optims.iter_mut()) {
-                    let g = GradientsParams::from_params(&mut grads, &module, &group.params);
+                for ((group, ids), optim) in plan
+                    .groups
+                    .iter()
+                    .zip(&group_ids)
+                    .zip(group_optims.iter_mut())
+                {
+                    let g = GradientsParams::from_params(&mut grads, &module, ids);
                     module = optim.step(group.lr, module, g);
                 }
+            }
+            if let (Some(saved), Some(t)) = (&saved_rows, &plan.trainable) {
+                let ids: HashSet<ParamId> = saved.keys().copied().collect();
+                let mut values = weights::param_values(&module, &ids);
+                t.restore_rows(saved, &mut values);
+                module = weights::replace_params(module, values);
             }
             let missing: HashSet<ParamId> = host
                 .iter()
                 .map(|(id, _)| *id)
-                .filter(|id| !store.values.contains_key(id))
+                .filter(|id| {
+                    !store.values.contains_key(id) && Trainable::contains(&plan.trainable, id)
+                })
                 .collect();
             if !missing.is_empty() {
                 store
@@ -201,9 +271,18 @@ pub fn fit<M: GenerativeModule>(
                     .extend(weights::param_values(&module, &missing));
             }
             for (id, gradient) in &host {
+                if !Trainable::contains(&plan.trainable, id) {
+                    continue;
+                }
                 let (adam, lr) = &mut host_adams[host_group(id)];
                 let values = store.values.get_mut(id).expect("stored above");
+                let frozen = plan.trainable.as_ref().and_then(|t| t.frozen_rows.get(id));
+                let saved: Option<Vec<f32>> =
+                    frozen.map(|&(rows, width)| values[..rows * width].to_vec());
                 adam.step(*lr as f32, *id, values, gradient);
+                if let Some(saved) = saved {
+                    values[..saved.len()].copy_from_slice(&saved);
+                }
             }
             let t3 = Instant::now();
             profile.forward += (t1 - t0).as_secs_f64();

@@ -52,7 +52,7 @@ pub struct CountsAndBatch<'a> {
 }
 
 impl<'a> CountsAndBatch<'a> {
-    fn prepare(&self, arch: &ScviArchitecture) -> Result<CountData<'a>> {
+    pub(crate) fn prepare(&self, arch: &ScviArchitecture) -> Result<CountData<'a>> {
         if self.counts.n_cols != arch.n_genes {
             return Err(Error::invalid(
                 "x",
@@ -67,7 +67,11 @@ impl<'a> CountsAndBatch<'a> {
 }
 
 /// Mean and (population) variance of the log library size within each batch.
-fn library_prior(log_library: &[f32], batch: &[u32], n_batch: usize) -> (Vec<f64>, Vec<f64>) {
+pub(crate) fn library_prior(
+    log_library: &[f32],
+    batch: &[u32],
+    n_batch: usize,
+) -> (Vec<f64>, Vec<f64>) {
     let mut sum = vec![0f64; n_batch];
     let mut sum_sq = vec![0f64; n_batch];
     let mut count = vec![0f64; n_batch];
@@ -137,6 +141,49 @@ impl ScviModel {
             module: trained.module.valid(),
             device,
             engine,
+            history: trained.history,
+            profile: trained.profile,
+        })
+    }
+
+    /// This reference extended to `n_batch` batches (its own first, then the query's) and
+    /// trained on the query `data` (batch codes in that numbering) as scArches does: see
+    /// `models::query` for what trains.
+    pub fn map_query(
+        &self,
+        data: CountsAndBatch<'_>,
+        n_batch: usize,
+        config: &TrainConfig,
+        observer: &mut dyn TrainingObserver,
+    ) -> Result<ScviModel> {
+        config.validate()?;
+        let arch = self.arch.for_query(n_batch)?;
+        let cells = data.prepare(&arch)?;
+        let inner = self.device.burn_device()?;
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
+        let (mean, var) = library_prior(&cells.log_library, data.batch, n_batch);
+        let fresh = ScviModule::new(
+            &arch,
+            Some((&mean, &var)),
+            &mut rng,
+            &inner.clone().autodiff(),
+        );
+        let trained = crate::models::query::fit_query(
+            &weights::named_tensors(&self.module),
+            fresh,
+            self.arch.n_batch,
+            &cells,
+            config,
+            TrainingPlan::new(self.engine),
+            &inner,
+            &mut rng,
+            observer,
+        )?;
+        Ok(ScviModel {
+            arch,
+            module: trained.module.valid(),
+            device: self.device,
+            engine: self.engine,
             history: trained.history,
             profile: trained.profile,
         })
@@ -305,4 +352,4 @@ impl ScviModel {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

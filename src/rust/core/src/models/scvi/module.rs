@@ -89,6 +89,23 @@ impl ScviArchitecture {
         Ok(())
     }
 
+    /// The architecture of a query model: this one with `n_batch` batches (at least as many).
+    pub fn for_query(&self, n_batch: usize) -> Result<Self> {
+        if n_batch < self.n_batch {
+            return Err(Error::invalid(
+                "batch",
+                format!(
+                    "the query model needs the reference's {} batches and the query's, got {n_batch}",
+                    self.n_batch
+                ),
+            ));
+        }
+        Ok(Self {
+            n_batch,
+            ..self.clone()
+        })
+    }
+
     /// Checks the architecture against saved weights before a network is built from it: a
     /// damaged model must fail here, not in a failed allocation.
     pub fn check_weights(&self, weights: &NamedTensors) -> Result<()> {

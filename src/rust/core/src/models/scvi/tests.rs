@@ -57,17 +57,19 @@ impl ModuleVisitor for Ids {
 
 /// Loss terms (per cell, to the host) and every parameter's gradient of `objective` for one
 /// training pass of `engine` with a fixed seed.
-fn pass(
-    module: &ScviModule,
+pub(crate) fn pass<M: GenerativeModule>(
+    module: &M,
     cells: &CountData<'_>,
     rows: &[usize],
+    labelled: &[usize],
     engine: Engine,
     objective: &dyn Fn(&LossOutput) -> Tensor<1>,
 ) -> (Vec<Vec<f32>>, HashMap<ParamId, Vec<f32>>) {
     let device = Device::flex().autodiff();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(42);
     let mut ctx = StepContext::new(engine, Mode::Train, device, &mut rng);
-    let batch = ctx.minibatch(cells, rows.to_vec());
+    let mut batch = ctx.minibatch(cells, rows.to_vec());
+    batch.labelled_rows = labelled.to_vec();
     let (_, loss) = module.forward(&mut ctx, &batch);
     let terms = vec![
         to_host(loss.reconstruction.clone()),
@@ -99,7 +101,7 @@ fn pass(
 }
 
 /// |a - b| <= rel * max(max |a|, floor), elementwise.
-fn close(a: &[f32], b: &[f32], rel: f32, floor: f32, what: &str) {
+pub(crate) fn close(a: &[f32], b: &[f32], rel: f32, floor: f32, what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: lengths");
     let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(floor);
     for (k, (x, y)) in a.iter().zip(b).enumerate() {
@@ -167,8 +169,9 @@ fn both_engines_give_the_same_losses_and_gradients() {
         };
         let objectives: [&dyn Fn(&LossOutput) -> Tensor<1>; 2] = [&mean_objective, &weighted];
         for (k, objective) in objectives.iter().enumerate() {
-            let (t_host, g_host) = pass(&module, &cells, &rows, Engine::HostFused, *objective);
-            let (t_tensor, g_tensor) = pass(&module, &cells, &rows, Engine::Tensor, *objective);
+            let (t_host, g_host) = pass(&module, &cells, &rows, &[], Engine::HostFused, *objective);
+            let (t_tensor, g_tensor) =
+                pass(&module, &cells, &rows, &[], Engine::Tensor, *objective);
             let what = format!(
                 "{likelihood:?} library {latent_library} covariates {encode_covariates} layers {n_layers} objective {k}"
             );
