@@ -28,6 +28,36 @@ cw_scvi_expression <- function(arch, weights, device, p, i, x, dim, batch, trans
 #' @noRd
 cw_scvi_elbo <- function(arch, weights, device, p, i, x, dim, batch, seed) .Call(wrap__cw_scvi_elbo, arch, weights, device, p, i, x, dim, batch, seed)
 
+#' Maps query cells onto a saved reference (scArches): the model grows to `n_batch` batches
+#' (`batch`: codes in that numbering) and trains what a query trains. Returns the query's latent,
+#' the query model's weights and the history.
+#' @noRd
+cw_scvi_map_query <- function(arch, weights, device, p, i, x, dim, batch, n_batch, train, progress) .Call(wrap__cw_scvi_map_query, arch, weights, device, p, i, x, dim, batch, n_batch, train, progress)
+
+#' Trains scANVI, from scratch or (with `scvi_arch`, `scvi_weights`) from a trained scVI.
+#' `labels`: 0-based codes, `n_labels` for an unlabelled cell. Returns the latent, the label
+#' probabilities (cells x labels), the weights, the history and the device used.
+#' @noRd
+cw_scanvi_train <- function(p, i, x, dim, batch, labels, arch, train, classification_ratio, scvi_arch, scvi_weights, device, progress) .Call(wrap__cw_scanvi_train, p, i, x, dim, batch, labels, arch, train, classification_ratio, scvi_arch, scvi_weights, device, progress)
+
+#' Latent and label probabilities of cells under a saved scANVI model.
+#' @noRd
+cw_scanvi_predict <- function(arch, weights, device, p, i, x, dim, batch) .Call(wrap__cw_scanvi_predict, arch, weights, device, p, i, x, dim, batch)
+
+#' Maps query cells onto a saved scANVI reference (scArches): the model grows to `n_batch`
+#' batches and trains what a query trains. `labels`: codes as in training (`n_labels` =
+#' unlabelled). Returns the query's latent and label probabilities, the weights and the history.
+#' @noRd
+cw_scanvi_map_query <- function(arch, weights, device, p, i, x, dim, batch, labels, n_batch, train, progress) .Call(wrap__cw_scanvi_map_query, arch, weights, device, p, i, x, dim, batch, labels, n_batch, train, progress)
+
+#' kNN majority vote: 0-based label codes of every cell.
+#' @noRd
+cw_knn_vote <- function(embedding_r, labels, n_labels, k) .Call(wrap__cw_knn_vote, embedding_r, labels, n_labels, k)
+
+#' Cluster majority vote: 0-based label codes and Leiden clusters of every cell.
+#' @noRd
+cw_cluster_vote <- function(embedding_r, labels, n_labels, k, resolution, seed) .Call(wrap__cw_cluster_vote, embedding_r, labels, n_labels, k, resolution, seed)
+
 #' Every metric: name, aggregate it counts towards, and the sets it belongs to.
 #' @noRd
 cw_metric_catalogue <- function() .Call(wrap__cw_metric_catalogue)

@@ -68,26 +68,10 @@ calculateSCVI <- function(x, batch = NULL, n_latent = 10, n_hidden = 128, n_laye
         encode_covariates = .check_flag(encode_covariates, "encode_covariates"),
         deeply_inject_covariates = .check_flag(deeply_inject_covariates, "deeply_inject_covariates")
     )
-    train <- list(
-        max_epochs = if (is.null(max_epochs)) NULL else .check_scalar_int(max_epochs, "max_epochs", min = 1),
-        batch_size = .check_scalar_int(batch_size, "batch_size", min = 3),
-        lr = .check_scalar_num(lr, "lr", min = 0, min_inclusive = FALSE),
-        adam_eps = .check_scalar_num(eps, "eps", min = 0, min_inclusive = FALSE),
-        weight_decay = .check_scalar_num(weight_decay, "weight_decay", min = 0),
-        n_epochs_kl_warmup = .check_scalar_int(n_epochs_kl_warmup, "n_epochs_kl_warmup", min = 0),
-        train_size = .check_scalar_num(train_size, "train_size", min = 0, max = 1, min_inclusive = FALSE),
-        early_stopping = .check_flag(early_stopping, "early_stopping"),
-        early_stopping_patience = .check_scalar_int(early_stopping_patience, "early_stopping_patience", min = 1),
-        early_stopping_min_delta = 0,
-        seed = .check_scalar_int(seed, "seed", min = 0)
-    )
-    if (train$early_stopping && train$train_size >= 1) {
-        .stop_arg("early_stopping", "needs a validation set: use train_size < 1.")
-    }
+    train <- .train_options(max_epochs, batch_size, lr, eps, weight_decay, n_epochs_kl_warmup,
+                            train_size, early_stopping, early_stopping_patience, seed)
     device <- .check_device(device)
-    verbose <- .check_flag(verbose, "verbose")
-
-    progress <- if (!verbose) "none" else if (interactive()) "bar" else "lines"
+    progress <- .progress_style(.check_flag(verbose, "verbose"))
     fit <- cw_scvi_train(x@p, x@i, as.double(x@x), dim(x), as.integer(batch) - 1L,
                          arch, train, device, progress)
     model <- structure(list(
@@ -246,6 +230,33 @@ normalizedExpression.cellweave_scvi <- function(model, newdata, batch = NULL, tr
     e
 }
 
+# The trainer's options, checked (the names are the arguments of calculateSCVI()).
+.train_options <- function(max_epochs, batch_size, lr, eps, weight_decay, n_epochs_kl_warmup,
+                           train_size, early_stopping, early_stopping_patience, seed) {
+    train <- list(
+        max_epochs = if (is.null(max_epochs)) NULL else .check_scalar_int(max_epochs, "max_epochs", min = 1),
+        batch_size = .check_scalar_int(batch_size, "batch_size", min = 3),
+        lr = .check_scalar_num(lr, "lr", min = 0, min_inclusive = FALSE),
+        adam_eps = .check_scalar_num(eps, "eps", min = 0, min_inclusive = FALSE),
+        weight_decay = .check_scalar_num(weight_decay, "weight_decay", min = 0),
+        n_epochs_kl_warmup = .check_scalar_int(n_epochs_kl_warmup, "n_epochs_kl_warmup", min = 0),
+        train_size = .check_scalar_num(train_size, "train_size", min = 0, max = 1, min_inclusive = FALSE),
+        early_stopping = .check_flag(early_stopping, "early_stopping"),
+        early_stopping_patience = .check_scalar_int(early_stopping_patience, "early_stopping_patience", min = 1),
+        early_stopping_min_delta = 0,
+        seed = .check_scalar_int(seed, "seed", min = 0)
+    )
+    if (train$early_stopping && train$train_size >= 1) {
+        .stop_arg("early_stopping", "needs a validation set: use train_size < 1.")
+    }
+    train
+}
+
+# How training reports progress: a bar redrawn in place interactively, lines otherwise.
+.progress_style <- function(verbose) {
+    if (!verbose) "none" else if (interactive()) "bar" else "lines"
+}
+
 # 1-based positions of `genes` (names or indices) among the model's genes.
 .model_gene_index <- function(model, genes) {
     n <- model$arch$n_genes
@@ -292,20 +303,7 @@ print.cellweave_scvi <- function(x, ...) {
         batch <- .resolve_cell_vector(batch, SummarizedExperiment::colData(newdata), ncol(newdata), "batch")
         newdata <- SummarizedExperiment::assay(newdata, "counts", withDimnames = TRUE)
     }
-    x <- .check_counts(newdata, "newdata", allow_non_integer = TRUE)
-    genes <- model$genes
-    if (!is.null(genes) && !is.null(rownames(x))) {
-        missing <- setdiff(genes, rownames(x))
-        if (length(missing)) {
-            .stop_arg("newdata", "lacks ", length(missing), " of the model's ", length(genes),
-                      " genes (e.g. ", paste(utils::head(missing, 3), collapse = ", "),
-                      "): it must hold the genes the model was trained on.")
-        }
-        x <- x[genes, , drop = FALSE]
-    } else if (nrow(x) != model$arch$n_genes) {
-        .stop_arg("newdata", "has ", nrow(x), " genes but the model was trained on ",
-                  model$arch$n_genes, ".")
-    }
+    x <- .on_model_genes(model, newdata, "newdata")
     if (is.null(batch)) {
         if (length(model$batch_levels) > 1L) {
             .stop_arg("batch", "is required: the model has ", length(model$batch_levels), " batches.")
@@ -321,4 +319,23 @@ print.cellweave_scvi <- function(x, ...) {
         .stop_arg("batch", "has levels the model was not trained on: ", paste(unknown, collapse = ", "), ".")
     }
     list(x = x, codes = match(as.character(batch), model$batch_levels) - 1L)
+}
+
+# The counts `x` (argument `arg`) as a dgCMatrix on the model's genes, in the model's order.
+.on_model_genes <- function(model, x, arg) {
+    x <- .check_counts(x, arg, allow_non_integer = TRUE)
+    genes <- model$genes
+    if (!is.null(genes) && !is.null(rownames(x))) {
+        missing <- setdiff(genes, rownames(x))
+        if (length(missing)) {
+            .stop_arg(arg, "lacks ", length(missing), " of the model's ", length(genes),
+                      " genes (e.g. ", paste(utils::head(missing, 3), collapse = ", "),
+                      "): it must hold the genes the model was trained on.")
+        }
+        x <- x[genes, , drop = FALSE]
+    } else if (nrow(x) != model$arch$n_genes) {
+        .stop_arg(arg, "has ", nrow(x), " genes but the model was trained on ",
+                  model$arch$n_genes, ".")
+    }
+    x
 }

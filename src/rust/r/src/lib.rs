@@ -4,6 +4,7 @@ mod classic;
 mod convert;
 mod interrupt;
 mod metrics;
+mod scanvi;
 mod scvi;
 
 use extendr_api::prelude::*;
@@ -28,6 +29,7 @@ extendr_module! {
     fn cw_core_version;
     fn cw_init;
     use scvi;
+    use scanvi;
     use metrics;
     use classic;
 }

@@ -15,7 +15,7 @@ use crate::convert::{Options, csr_from_slots, doubles, ints, r_err, to_r};
 use crate::interrupt::{console, interrupt_pending};
 
 /// Counts from the slots of a dgCMatrix (genes x cells) and 0-based batch codes.
-fn counts_and_codes(
+pub(crate) fn counts_and_codes(
     p: &Robj,
     i: &Robj,
     x: &Robj,
@@ -32,7 +32,7 @@ fn counts_and_codes(
     Ok((counts, codes))
 }
 
-fn architecture(o: &Options) -> Result<ScviArchitecture> {
+pub(crate) fn architecture(o: &Options) -> Result<ScviArchitecture> {
     let likelihood = o.string("gene_likelihood")?;
     Ok(ScviArchitecture {
         n_genes: o.usize("n_genes")?,
@@ -52,7 +52,7 @@ fn architecture(o: &Options) -> Result<ScviArchitecture> {
     })
 }
 
-fn train_config(o: &Options) -> Result<TrainConfig> {
+pub(crate) fn train_config(o: &Options) -> Result<TrainConfig> {
     Ok(TrainConfig {
         max_epochs: o.opt_usize("max_epochs")?,
         batch_size: o.usize("batch_size")?,
@@ -79,10 +79,34 @@ enum ProgressStyle {
 }
 
 /// Progress on R's console (epoch, loss, ETA) and Ctrl-C checks between minibatches.
-struct ConsoleProgress {
+pub(crate) struct ConsoleProgress {
     style: ProgressStyle,
     start: Instant,
     last_print: Option<Instant>,
+}
+
+impl ConsoleProgress {
+    /// `style`: "bar", "lines" or anything else for none.
+    pub(crate) fn new(style: &str) -> Self {
+        let style = match style {
+            "bar" => ProgressStyle::Bar,
+            "lines" => ProgressStyle::Lines,
+            _ => ProgressStyle::None,
+        };
+        Self {
+            style,
+            start: Instant::now(),
+            last_print: None,
+        }
+    }
+
+    /// A training error as an R error, after ending a half-drawn progress bar.
+    pub(crate) fn fail(&self, e: cellweave_core::Error) -> Error {
+        if self.style == ProgressStyle::Bar && self.last_print.is_some() {
+            console("\n");
+        }
+        r_err(e)
+    }
 }
 
 impl TrainingObserver for ConsoleProgress {
@@ -143,46 +167,55 @@ fn format_seconds(s: f64) -> String {
     }
 }
 
-fn history_to_r(history: &[EpochRecord]) -> Result<Robj> {
+pub(crate) fn history_to_r(history: &[EpochRecord]) -> Result<Robj> {
     let col = |f: &dyn Fn(&EpochRecord) -> f64| -> Robj {
         history.iter().map(f).collect::<Vec<f64>>().into()
     };
     let na = f64::NAN;
-    let list = List::from_names_and_values(
-        [
-            "epoch",
-            "kl_weight",
-            "train_loss",
-            "train_reconstruction",
-            "train_kl_local",
-            "train_kl_z",
-            "train_kl_library",
-            "train_elbo",
-            "validation_elbo",
-            "validation_reconstruction",
-            "validation_kl_local",
-            "seconds",
-        ],
-        [
-            col(&|r| r.epoch as f64),
-            col(&|r| r.kl_weight),
-            col(&|r| r.train.loss),
-            col(&|r| r.train.reconstruction),
-            col(&|r| r.train.kl_local()),
-            col(&|r| r.train.kl_z),
-            col(&|r| r.train.kl_library),
-            col(&|r| r.train.elbo),
-            col(&|r| r.validation.as_ref().map_or(na, |v| v.elbo)),
-            col(&|r| r.validation.as_ref().map_or(na, |v| v.reconstruction)),
-            col(&|r| r.validation.as_ref().map_or(na, |v| v.kl_local())),
-            col(&|r| r.seconds),
-        ],
-    )?;
-    Ok(list.into())
+    let mut names: Vec<String> = [
+        "epoch",
+        "kl_weight",
+        "train_loss",
+        "train_reconstruction",
+        "train_kl_local",
+        "train_kl_z",
+        "train_kl_library",
+        "train_elbo",
+        "validation_elbo",
+        "validation_reconstruction",
+        "validation_kl_local",
+        "seconds",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut values = vec![
+        col(&|r| r.epoch as f64),
+        col(&|r| r.kl_weight),
+        col(&|r| r.train.loss),
+        col(&|r| r.train.reconstruction),
+        col(&|r| r.train.kl_local()),
+        col(&|r| r.train.kl_z),
+        col(&|r| r.train.kl_library),
+        col(&|r| r.train.elbo),
+        col(&|r| r.validation.as_ref().map_or(na, |v| v.elbo)),
+        col(&|r| r.validation.as_ref().map_or(na, |v| v.reconstruction)),
+        col(&|r| r.validation.as_ref().map_or(na, |v| v.kl_local())),
+        col(&|r| r.seconds),
+    ];
+    // Extra terms (scANVI's classification, penalties), unweighted, per epoch.
+    let extra: Vec<String> = history
+        .first()
+        .map(|r| r.train.extra.iter().map(|(n, _)| n.clone()).collect())
+        .unwrap_or_default();
+    for (k, name) in extra.iter().enumerate() {
+        names.push(format!("train_{name}"));
+        values.push(col(&|r| r.train.extra.get(k).map_or(na, |e| e.1)));
+    }
+    Ok(List::from_names_and_values(names, values)?.into())
 }
 
 /// The step engine a device runs: the host-fused one on CPU, the pure-tensor one on accelerators.
-fn engine_for(device: ComputeDevice) -> Engine {
+pub(crate) fn engine_for(device: ComputeDevice) -> Engine {
     match device {
         ComputeDevice::Cuda => Engine::Tensor,
         _ => Engine::HostFused,
@@ -209,16 +242,7 @@ fn cw_scvi_train(
     let arch = architecture(&Options(&arch))?;
     let config = train_config(&Options(&train))?;
     let device = to_r(ComputeDevice::parse(device))?;
-    let style = match progress {
-        "bar" => ProgressStyle::Bar,
-        "lines" => ProgressStyle::Lines,
-        _ => ProgressStyle::None,
-    };
-    let mut progress = ConsoleProgress {
-        style,
-        start: Instant::now(),
-        last_print: None,
-    };
+    let mut progress = ConsoleProgress::new(progress);
     let data = CountsAndBatch {
         counts: &counts,
         batch: &codes,
@@ -231,13 +255,7 @@ fn cw_scvi_train(
         engine_for(device),
         &mut progress,
     )
-    .map_err(|e| {
-        // End a half-drawn progress bar before R prints the error.
-        if style == ProgressStyle::Bar && progress.last_print.is_some() {
-            console("\n");
-        }
-        r_err(e)
-    })?;
+    .map_err(|e| progress.fail(e))?;
     let latent = to_r(model.latent(data))?;
     let list = List::from_names_and_values(
         ["latent", "weights", "history", "device"],
@@ -251,7 +269,7 @@ fn cw_scvi_train(
     Ok(list.into())
 }
 
-fn load(arch: List, weights: Robj, device: &str) -> Result<ScviModel> {
+pub(crate) fn load(arch: List, weights: Robj, device: &str) -> Result<ScviModel> {
     let arch = architecture(&Options(&arch))?;
     let bytes = weights
         .as_raw_slice()
@@ -359,6 +377,49 @@ fn cw_scvi_expression(
     Ok(out.into())
 }
 
+/// Maps query cells onto a saved reference (scArches): the model grows to `n_batch` batches
+/// (`batch`: codes in that numbering) and trains what a query trains. Returns the query's latent,
+/// the query model's weights and the history.
+/// @noRd
+#[extendr]
+#[allow(clippy::too_many_arguments)]
+fn cw_scvi_map_query(
+    arch: List,
+    weights: Robj,
+    device: &str,
+    p: Robj,
+    i: Robj,
+    x: Robj,
+    dim: Robj,
+    batch: Robj,
+    n_batch: f64,
+    train: List,
+    progress: &str,
+) -> Result<Robj> {
+    let reference = load(arch, weights, device)?;
+    let (counts, codes) = counts_and_codes(&p, &i, &x, &dim, &batch)?;
+    let config = train_config(&Options(&train))?;
+    let data = CountsAndBatch {
+        counts: &counts,
+        batch: &codes,
+    };
+    let mut progress = ConsoleProgress::new(progress);
+    let model = reference
+        .map_query(data, n_batch as usize, &config, &mut progress)
+        .map_err(|e| progress.fail(e))?;
+    let latent = to_r(model.latent(data))?;
+    let list = List::from_names_and_values(
+        ["latent", "weights", "history", "device"],
+        [
+            crate::convert::dense_to_r(&latent),
+            Raw::from_bytes(&model.weights_bytes()).into(),
+            history_to_r(&model.history)?,
+            model.device.name().into(),
+        ],
+    )?;
+    Ok(list.into())
+}
+
 /// Mean ELBO, reconstruction error and KL of cells under a saved model.
 /// @noRd
 #[extendr]
@@ -396,4 +457,5 @@ extendr_module! {
     fn cw_scvi_latent;
     fn cw_scvi_expression;
     fn cw_scvi_elbo;
+    fn cw_scvi_map_query;
 }
