@@ -69,6 +69,8 @@ else
 fi
 
 echo "== cellweave scVI ($epochs epochs) + scANVI"
+# scVI is trained here; its weights are kept for reruns of the scANVI stage alone.
+rm -f "$out/cellweave_scvi_weights.bin"
 "$bench_bin" scanvi --data "$data" --genes "$genes" --labels "$out/labels.tsv" \
   --scvi-epochs "$epochs" --seed "$seed" --threads 1 --out-dir "$out/cellweave" \
   --scvi-weights "$out/cellweave_scvi_weights.bin" \
@@ -98,7 +100,8 @@ with open(f"{out}/peer.txt", "w") as f:
     f.write(f"accuracy unlabelled    {s['accuracy_hidden']:.4f} (balanced {s['balanced_accuracy_hidden']:.4f})\n")
 PY
 
-num() { grep "^$1" "$2" | head -1 | sed "s/^$1 *//" | awk '{print $1}'; }
+# The first number after the label `$1` in the report `$2`.
+num() { awk -v k="$1" 'index($0, k) == 1 { $0 = substr($0, length(k) + 1); print $1; exit }' "$2"; }
 echo
 echo "== scANVI: accuracy on the $(awk -F'\t' 'NR > 1 && $2 == ""' "$out/labels.tsv" | wc -l) cells whose label was hidden"
 printf "  %-12s accuracy %s   s/epoch %s   CPU s/epoch %s   epochs %s\n" \
