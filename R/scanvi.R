@@ -234,18 +234,11 @@ calculateSCANVI <- function(x, batch = NULL, labels, unlabeled = NA, scvi = NULL
 #' @export
 runSCANVI <- function(sce, batch = NULL, labels, assay.type = "counts", subset.row = NULL, ...,
                       name = "SCANVI") {
-    if (!methods::is(sce, "SingleCellExperiment")) {
-        .stop_arg("sce", "must be a SingleCellExperiment, not a ", class(sce)[1], ".")
-    }
-    if (!assay.type %in% SummarizedExperiment::assayNames(sce)) {
-        .stop_arg("assay.type", sprintf('names no assay of `sce` ("%s" not found).', assay.type))
-    }
+    x <- .sce_counts(sce, assay.type, subset.row)
     cell_data <- SummarizedExperiment::colData(sce)
     batch <- .resolve_cell_vector(batch, cell_data, ncol(sce), "batch")
     if (missing(labels)) .stop_arg("labels", "is required.")
     labels <- .resolve_cell_vector(labels, cell_data, ncol(sce), "labels")
-    x <- SummarizedExperiment::assay(sce, assay.type, withDimnames = TRUE)
-    if (!is.null(subset.row)) x <- x[subset.row, , drop = FALSE]
     z <- calculateSCANVI(x, batch, labels, ...)
     model <- attr(z, "model")
     predictions <- attr(z, "predictions")
@@ -270,26 +263,14 @@ runSCANVI <- function(sce, batch = NULL, labels, assay.type = "counts", subset.r
 #' @export
 RunSCANVI <- function(object, group.by.vars = NULL, labels, assay = NULL, features = NULL, ...,
                       reduction.name = "scanvi", reduction.key = "scANVI_") {
-    .require_seurat()
-    if (!methods::is(object, "Seurat")) {
-        .stop_arg("object", "must be a Seurat object, not a ", class(object)[1], ".")
-    }
-    assay <- assay %||% SeuratObject::DefaultAssay(object)
-    if (!assay %in% SeuratObject::Assays(object)) {
-        .stop_arg("assay", sprintf('names no assay of `object` ("%s" not found).', assay))
-    }
+    assay <- .seurat_assay(object, assay)
+    x <- .seurat_counts(object, assay, features)
     batch <- NULL
     if (!is.null(group.by.vars)) {
         batch <- .resolve_cell_vector(group.by.vars, object[[]], ncol(object), "group.by.vars")
     }
     if (missing(labels)) .stop_arg("labels", "is required.")
     labels <- .resolve_cell_vector(labels, object[[]], ncol(object), "labels")
-    x <- SeuratObject::GetAssayData(object, assay = assay, slot = "counts")
-    if (is.null(features)) {
-        features <- SeuratObject::VariableFeatures(object, assay = assay)
-        if (length(features) == 0L) features <- rownames(x)
-    }
-    x <- x[features, , drop = FALSE]
     z <- calculateSCANVI(x, batch, labels, ...)
     model <- attr(z, "model")
     predictions <- attr(z, "predictions")

@@ -101,15 +101,8 @@ calculateSCVI <- function(x, batch = NULL, n_latent = 10, n_hidden = 128, n_laye
 #' @export
 runSCVI <- function(sce, batch = NULL, assay.type = "counts", subset.row = NULL, ...,
                     name = "SCVI") {
-    if (!methods::is(sce, "SingleCellExperiment")) {
-        .stop_arg("sce", "must be a SingleCellExperiment, not a ", class(sce)[1], ".")
-    }
-    if (!assay.type %in% SummarizedExperiment::assayNames(sce)) {
-        .stop_arg("assay.type", sprintf('names no assay of `sce` ("%s" not found).', assay.type))
-    }
+    x <- .sce_counts(sce, assay.type, subset.row)
     batch <- .resolve_cell_vector(batch, SummarizedExperiment::colData(sce), ncol(sce), "batch")
-    x <- SummarizedExperiment::assay(sce, assay.type, withDimnames = TRUE)
-    if (!is.null(subset.row)) x <- x[subset.row, , drop = FALSE]
     z <- calculateSCVI(x, batch, ...)
     model <- attr(z, "model")
     attr(z, "model") <- NULL
@@ -128,24 +121,12 @@ runSCVI <- function(sce, batch = NULL, assay.type = "counts", subset.row = NULL,
 #' @export
 RunSCVI <- function(object, group.by.vars = NULL, assay = NULL, features = NULL, ...,
                     reduction.name = "scvi", reduction.key = "scVI_") {
-    .require_seurat()
-    if (!methods::is(object, "Seurat")) {
-        .stop_arg("object", "must be a Seurat object, not a ", class(object)[1], ".")
-    }
-    assay <- assay %||% SeuratObject::DefaultAssay(object)
-    if (!assay %in% SeuratObject::Assays(object)) {
-        .stop_arg("assay", sprintf('names no assay of `object` ("%s" not found).', assay))
-    }
+    assay <- .seurat_assay(object, assay)
+    x <- .seurat_counts(object, assay, features)
     batch <- NULL
     if (!is.null(group.by.vars)) {
         batch <- .resolve_cell_vector(group.by.vars, object[[]], ncol(object), "group.by.vars")
     }
-    x <- SeuratObject::GetAssayData(object, assay = assay, slot = "counts")
-    if (is.null(features)) {
-        features <- SeuratObject::VariableFeatures(object, assay = assay)
-        if (length(features) == 0L) features <- rownames(x)
-    }
-    x <- x[features, , drop = FALSE]
     z <- calculateSCVI(x, batch, ...)
     model <- attr(z, "model")
     attr(z, "model") <- NULL
@@ -228,6 +209,42 @@ normalizedExpression.cellweave_scvi <- function(model, newdata, batch = NULL, tr
     if (!is.null(gene_index)) gene_names <- gene_names[gene_index]
     dimnames(e) <- list(gene_names, colnames(input$x))
     e
+}
+
+# The raw counts of a SingleCellExperiment's assay, on the genes `subset.row` (all when NULL).
+.sce_counts <- function(sce, assay.type, subset.row) {
+    if (!methods::is(sce, "SingleCellExperiment")) {
+        .stop_arg("sce", "must be a SingleCellExperiment, not a ", class(sce)[1], ".")
+    }
+    if (!assay.type %in% SummarizedExperiment::assayNames(sce)) {
+        .stop_arg("assay.type", sprintf('names no assay of `sce` ("%s" not found).', assay.type))
+    }
+    x <- SummarizedExperiment::assay(sce, assay.type, withDimnames = TRUE)
+    if (!is.null(subset.row)) x <- x[subset.row, , drop = FALSE]
+    x
+}
+
+# The assay of a Seurat object to use (the default assay when NULL), checked.
+.seurat_assay <- function(object, assay) {
+    .require_seurat()
+    if (!methods::is(object, "Seurat")) {
+        .stop_arg("object", "must be a Seurat object, not a ", class(object)[1], ".")
+    }
+    assay <- assay %||% SeuratObject::DefaultAssay(object)
+    if (!assay %in% SeuratObject::Assays(object)) {
+        .stop_arg("assay", sprintf('names no assay of `object` ("%s" not found).', assay))
+    }
+    assay
+}
+
+# The counts of a Seurat assay on `features` (NULL: the variable features when set, else all).
+.seurat_counts <- function(object, assay, features) {
+    x <- SeuratObject::GetAssayData(object, assay = assay, slot = "counts")
+    if (is.null(features)) {
+        features <- SeuratObject::VariableFeatures(object, assay = assay)
+        if (length(features) == 0L) features <- rownames(x)
+    }
+    x[features, , drop = FALSE]
 }
 
 # The trainer's options, checked (the names are the arguments of calculateSCVI()).

@@ -1,9 +1,8 @@
 use burn::tensor::Device;
-use rand::RngExt;
 
 use super::*;
 use crate::models::LossOutput;
-use crate::models::scvi::tests::{close, pass};
+use crate::models::scvi::tests::{close, pass, poisson_counts};
 use crate::models::scvi::{ScviArchitecture, ScviModel};
 use crate::nn::weights::NamedTensors;
 use crate::nn::{tensor_2d, to_host};
@@ -12,44 +11,19 @@ use crate::train::Silent;
 /// `n` cells x `g` genes: three cell types (each raising its own block of genes) in two batches
 /// (a milder shift). Returns counts, batch codes and label codes.
 fn typed_cells(n: usize, g: usize, seed: u64) -> (CsrMatrix, Vec<u32>, Vec<u32>) {
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let mut indptr = vec![0];
-    let (mut indices, mut values) = (Vec::new(), Vec::new());
     let batch: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
     let labels: Vec<u32> = (0..n).map(|i| ((i / 2) % 3) as u32).collect();
-    for i in 0..n {
-        for j in 0..g {
-            let own = j % 3 == labels[i] as usize;
-            let rate = if own { 4.0 } else { 0.5 }
-                * if batch[i] == 1 && j % 2 == 0 {
-                    1.5
-                } else {
-                    1.0
-                };
-            let (mut k, mut p) = (0, (-rate as f64).exp());
-            let mut cdf = p;
-            let u: f64 = rng.random();
-            while u > cdf && k < 60 {
-                k += 1;
-                p *= rate / k as f64;
-                cdf += p;
-            }
-            if k > 0 {
-                indices.push(j as u32);
-                values.push(k as f32);
-            }
-        }
-        if indptr.last() == Some(&indices.len()) {
-            indices.push(0);
-            values.push(1.0);
-        }
-        indptr.push(indices.len());
-    }
-    (
-        CsrMatrix::new(n, g, indptr, indices, values).unwrap(),
-        batch,
-        labels,
-    )
+    let counts = poisson_counts(n, g, seed, &|i, j| {
+        let own = j % 3 == labels[i] as usize;
+        let shift = if batch[i] == 1 && j % 2 == 0 {
+            1.5
+        } else {
+            1.0
+        };
+        let base = if own { 4.0 } else { 0.5 };
+        base * shift
+    });
+    (counts, batch, labels)
 }
 
 fn small_arch(g: usize, hierarchy: Option<LabelHierarchy>) -> ScanviArchitecture {

@@ -10,16 +10,20 @@ use crate::distributions::GeneLikelihood;
 use crate::models::LossOutput;
 use crate::train::Silent;
 
-/// Counts of `n` cells x `g` genes from two batches with different means.
-pub(crate) fn synthetic(n: usize, g: usize, seed: u64) -> (CsrMatrix, Vec<u32>) {
+/// Counts of `n` cells x `g` genes drawn from Poisson(`rate(cell, gene)`), a crude draw that is
+/// enough for tests of the machinery; a cell drawn empty gets one count of gene 0.
+pub(crate) fn poisson_counts(
+    n: usize,
+    g: usize,
+    seed: u64,
+    rate: &dyn Fn(usize, usize) -> f64,
+) -> CsrMatrix {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let mut indptr = vec![0];
     let (mut indices, mut values) = (Vec::new(), Vec::new());
-    let batch: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
-    for &b in &batch {
+    for i in 0..n {
         for j in 0..g {
-            let rate = 0.3 + 2.0 * ((j + b as usize * 3) % 5) as f64;
-            // A crude Poisson draw: enough for a test of the machinery.
+            let rate = rate(i, j);
             let mut k = 0;
             let mut p = (-rate).exp();
             let mut cdf = p;
@@ -40,10 +44,16 @@ pub(crate) fn synthetic(n: usize, g: usize, seed: u64) -> (CsrMatrix, Vec<u32>) 
         }
         indptr.push(indices.len());
     }
-    (
-        CsrMatrix::new(n, g, indptr, indices, values).unwrap(),
-        batch,
-    )
+    CsrMatrix::new(n, g, indptr, indices, values).unwrap()
+}
+
+/// Counts of `n` cells x `g` genes from two batches with different means.
+pub(crate) fn synthetic(n: usize, g: usize, seed: u64) -> (CsrMatrix, Vec<u32>) {
+    let batch: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
+    let counts = poisson_counts(n, g, seed, &|i, j| {
+        0.3 + 2.0 * ((j + batch[i] as usize * 3) % 5) as f64
+    });
+    (counts, batch)
 }
 
 /// Each parameter's id and rank.
