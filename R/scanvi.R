@@ -83,18 +83,9 @@ calculateSCANVI <- function(x, batch = NULL, labels, unlabeled = NA, scvi = NULL
     coded <- .code_labels(labels, unlabeled, n_cells, tree)
 
     if (is.null(scvi)) {
-        arch <- list(
-            n_genes = nrow(x),
-            n_batch = nlevels(batch),
-            n_latent = .check_scalar_int(n_latent, "n_latent", min = 1),
-            n_hidden = .check_scalar_int(n_hidden, "n_hidden", min = 1),
-            n_layers = .check_scalar_int(n_layers, "n_layers", min = 1),
-            dropout_rate = .check_scalar_num(dropout_rate, "dropout_rate", min = 0, max = 0.99),
-            gene_likelihood = .check_choice(gene_likelihood, "gene_likelihood", c("zinb", "nb")),
-            latent_library = !.check_flag(use_observed_lib_size, "use_observed_lib_size"),
-            encode_covariates = .check_flag(encode_covariates, "encode_covariates"),
-            deeply_inject_covariates = .check_flag(deeply_inject_covariates, "deeply_inject_covariates")
-        )
+        arch <- .scvi_architecture(nrow(x), nlevels(batch), n_latent, n_hidden, n_layers,
+                                    dropout_rate, gene_likelihood, use_observed_lib_size,
+                                    encode_covariates, deeply_inject_covariates)
         batch_levels <- levels(batch)
     } else {
         arch <- scvi$arch

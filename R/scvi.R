@@ -56,18 +56,9 @@ calculateSCVI <- function(x, batch = NULL, n_latent = 10, n_hidden = 128, n_laye
     if (n_cells < 3L) .stop_arg("x", "needs at least 3 cells, not ", n_cells, ".")
     if (is.null(batch)) batch <- rep("batch", n_cells)
     batch <- .check_grouping(batch, n_cells, "batch")
-    arch <- list(
-        n_genes = nrow(x),
-        n_batch = nlevels(batch),
-        n_latent = .check_scalar_int(n_latent, "n_latent", min = 1),
-        n_hidden = .check_scalar_int(n_hidden, "n_hidden", min = 1),
-        n_layers = .check_scalar_int(n_layers, "n_layers", min = 1),
-        dropout_rate = .check_scalar_num(dropout_rate, "dropout_rate", min = 0, max = 0.99),
-        gene_likelihood = .check_choice(gene_likelihood, "gene_likelihood", c("zinb", "nb")),
-        latent_library = !.check_flag(use_observed_lib_size, "use_observed_lib_size"),
-        encode_covariates = .check_flag(encode_covariates, "encode_covariates"),
-        deeply_inject_covariates = .check_flag(deeply_inject_covariates, "deeply_inject_covariates")
-    )
+    arch <- .scvi_architecture(nrow(x), nlevels(batch), n_latent, n_hidden, n_layers,
+                                dropout_rate, gene_likelihood, use_observed_lib_size,
+                                encode_covariates, deeply_inject_covariates)
     train <- .train_options(max_epochs, batch_size, lr, eps, weight_decay, n_epochs_kl_warmup,
                             train_size, early_stopping, early_stopping_patience, seed)
     device <- .check_device(device)
@@ -245,6 +236,24 @@ normalizedExpression.cellweave_scvi <- function(model, newdata, batch = NULL, tr
         if (length(features) == 0L) features <- rownames(x)
     }
     x[features, , drop = FALSE]
+}
+
+# The scVI network's options, checked (the names are the arguments of calculateSCVI()).
+.scvi_architecture <- function(n_genes, n_batch, n_latent, n_hidden, n_layers, dropout_rate,
+                               gene_likelihood, use_observed_lib_size, encode_covariates,
+                               deeply_inject_covariates) {
+    list(
+        n_genes = n_genes,
+        n_batch = n_batch,
+        n_latent = .check_scalar_int(n_latent, "n_latent", min = 1),
+        n_hidden = .check_scalar_int(n_hidden, "n_hidden", min = 1),
+        n_layers = .check_scalar_int(n_layers, "n_layers", min = 1),
+        dropout_rate = .check_scalar_num(dropout_rate, "dropout_rate", min = 0, max = 0.99),
+        gene_likelihood = .check_choice(gene_likelihood, "gene_likelihood", c("zinb", "nb")),
+        latent_library = !.check_flag(use_observed_lib_size, "use_observed_lib_size"),
+        encode_covariates = .check_flag(encode_covariates, "encode_covariates"),
+        deeply_inject_covariates = .check_flag(deeply_inject_covariates, "deeply_inject_covariates")
+    )
 }
 
 # The trainer's options, checked (the names are the arguments of calculateSCVI()).
