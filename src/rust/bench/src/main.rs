@@ -4,6 +4,7 @@
 
 mod classic_io;
 mod common;
+mod cvae;
 mod harmony;
 mod metrics;
 mod mnn;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
     let result = match command.to_string_lossy().as_ref() {
         "scvi" => scvi::main(rest),
         "scanvi" => scanvi::main(rest),
+        "cvae" => cvae::main(rest),
         "pca" => pca::main(rest),
         "harmony" => harmony::main(rest),
         "mnn" => mnn::main(rest),
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
 const COMMANDS: &[&str] = &[
     "scvi",
     "scanvi",
+    "cvae",
     "pca",
     "harmony",
     "mnn",

@@ -23,8 +23,8 @@ const USAGE: &str =
        [--max-cells N] [--out latent.tsv]
 DIR holds counts.mtx.gz (genes x cells), genes.tsv and cells.tsv (header, cell_id first).";
 
-struct Progress {
-    every: usize,
+pub struct Progress {
+    pub every: usize,
 }
 
 impl TrainingObserver for Progress {

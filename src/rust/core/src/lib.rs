@@ -2,6 +2,7 @@
 //! device is always a parameter.
 
 pub mod classic;
+pub mod counterfactual;
 pub mod data;
 pub mod device;
 pub mod distributions;

@@ -81,6 +81,29 @@ impl LossOutput {
     }
 }
 
+/// What a penalty on the latent space may look at, for one minibatch.
+pub struct Representation {
+    /// The posterior sample z (`n x d`).
+    pub z: Tensor<2>,
+    /// q(z | x)'s mean and variance (`n x d`): CoMP evaluates every cell's posterior at every z.
+    pub mean: Tensor<2>,
+    pub var: Tensor<2>,
+    /// The decoder's first hidden layer (trVAE's MMD site).
+    pub decoder_first: Tensor<2>,
+}
+
+impl Representation {
+    /// A copy cut from the autodiff graph (what an adversary trains on).
+    pub fn detach(&self) -> Self {
+        Self {
+            z: self.z.clone().detach(),
+            mean: self.mean.clone().detach(),
+            var: self.var.clone().detach(),
+            decoder_first: self.decoder_first.clone().detach(),
+        }
+    }
+}
+
 /// A generative module in the scvi-tools sense.
 pub trait GenerativeModule: Module + Clone {
     /// Encoders' outputs and posterior samples.
@@ -105,18 +128,19 @@ pub trait GenerativeModule: Module + Clone {
         generative: &Self::Generative,
     ) -> LossOutput;
 
-    /// The representation penalties act on (z).
-    fn representation(inference: &Self::Inference) -> Tensor<2>;
+    /// What penalties act on.
+    fn representation(inference: &Self::Inference, generative: &Self::Generative)
+    -> Representation;
 
     /// inference -> generative -> loss.
     fn forward(
         &self,
         ctx: &mut StepContext<'_>,
         batch: &Minibatch<'_>,
-    ) -> (Self::Inference, LossOutput) {
+    ) -> (Self::Inference, Self::Generative, LossOutput) {
         let inference = self.inference(ctx, batch);
         let generative = self.generative(ctx, batch, &inference);
         let loss = self.loss(ctx, batch, &inference, &generative);
-        (inference, loss)
+        (inference, generative, loss)
     }
 }

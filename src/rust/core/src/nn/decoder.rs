@@ -101,6 +101,16 @@ impl Decoder {
     ) -> Tensor<2> {
         self.layers.forward(ctx, z, covariates)
     }
+
+    /// (The first hidden layer, the last): trVAE's MMD acts on the first.
+    pub fn hidden_with_first(
+        &self,
+        ctx: &mut StepContext<'_>,
+        z: Tensor<2>,
+        covariates: &Covariates,
+    ) -> (Tensor<2>, Tensor<2>) {
+        self.layers.forward_with_first(ctx, z, covariates)
+    }
 }
 
 /// scvi-tools' Gaussian `Decoder` (a latent from a latent, as scANVI's p(z1 | z2, c)):

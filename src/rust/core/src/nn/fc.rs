@@ -189,6 +189,16 @@ impl FcLayers {
         x: Tensor<2>,
         covariates: &Covariates,
     ) -> Tensor<2> {
+        self.forward_with_first(ctx, x, covariates).1
+    }
+
+    /// The stack on a dense input: (the first layer's output, the last layer's).
+    pub fn forward_with_first(
+        &self,
+        ctx: &mut StepContext<'_>,
+        x: Tensor<2>,
+        covariates: &Covariates,
+    ) -> (Tensor<2>, Tensor<2>) {
         self.check(covariates);
         let x = match &covariates.one_hot {
             Some(cat) => Tensor::cat(vec![x, cat.clone()], 1),
@@ -208,7 +218,7 @@ impl FcLayers {
     ) -> Tensor<2> {
         self.check(covariates);
         let pre = ctx.first_linear(&self.layers[0].linear, batch, covariates);
-        self.forward_from_first_linear(ctx, pre, covariates)
+        self.forward_from_first_linear(ctx, pre, covariates).1
     }
 
     fn forward_from_first_linear(
@@ -216,9 +226,10 @@ impl FcLayers {
         ctx: &mut StepContext<'_>,
         first_linear: Tensor<2>,
         covariates: &Covariates,
-    ) -> Tensor<2> {
+    ) -> (Tensor<2>, Tensor<2>) {
         let mut h = relu(self.layers[0].norm.forward(first_linear));
         h = ctx.dropout(h, self.dropout_rate);
+        let first = h.clone();
         for layer in self.layers.iter().skip(1) {
             if let Some(cat) = covariates
                 .one_hot
@@ -230,7 +241,7 @@ impl FcLayers {
             h = relu(layer.norm.forward(layer.linear.forward(h)));
             h = ctx.dropout(h, self.dropout_rate);
         }
-        h
+        (first, h)
     }
 }
 

@@ -6,12 +6,14 @@ pub mod adam;
 mod trainer;
 
 pub use trainer::{EVAL_CHUNK, Fit, ParamGroup, Trainable, TrainingPlan, evaluate, fit};
+pub(crate) use trainer::adam;
 
 use rand::RngExt;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::seq::SliceRandom;
 
 use crate::error::{Error, Result};
+use crate::penalties::PenaltySpec;
 
 /// Optimisation settings (scvi-tools 1.4 defaults).
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +32,10 @@ pub struct TrainConfig {
     pub early_stopping_patience: usize,
     pub early_stopping_min_delta: f64,
     pub seed: u64,
+    /// The KL weight the warm-up reaches (beta; 1 for the ELBO).
+    pub kl_weight: f64,
+    /// A batch-independence penalty on the representation, against the model's condition.
+    pub penalty: Option<PenaltySpec>,
 }
 
 impl Default for TrainConfig {
@@ -46,6 +52,8 @@ impl Default for TrainConfig {
             early_stopping_patience: 45,
             early_stopping_min_delta: 0.0,
             seed: 0,
+            kl_weight: 1.0,
+            penalty: None,
         }
     }
 }
@@ -63,6 +71,9 @@ impl TrainConfig {
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return Err(Error::invalid("lr", "must be a positive number"));
+        }
+        if !(self.kl_weight >= 0.0 && self.kl_weight.is_finite()) {
+            return Err(Error::invalid("kl_weight", "must be a non-negative number"));
         }
         if !(self.train_size > 0.0 && self.train_size <= 1.0) {
             return Err(Error::invalid("train_size", "must be in (0, 1]"));

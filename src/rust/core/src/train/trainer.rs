@@ -87,6 +87,25 @@ impl TrainingPlan {
             trainable: None,
         }
     }
+
+    /// Adds `config`'s penalty, if any, against annotation `annotation` (`n_conditions`
+    /// levels), with minibatches that hold every condition. `device`: the training device.
+    pub fn with_penalty(
+        mut self,
+        config: &TrainConfig,
+        annotation: usize,
+        n_conditions: usize,
+        n_latent: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        if let Some(spec) = &config.penalty {
+            spec.validate(n_conditions, config.batch_size)?;
+            let penalty = spec.build(n_conditions, n_latent, config.seed, &device.clone().autodiff());
+            self.penalties.push((penalty, annotation));
+            self.sampler = Sampler::Balanced { annotation };
+        }
+        Ok(self)
+    }
 }
 
 /// A trained module and its history.
@@ -96,7 +115,7 @@ pub struct Fit<M> {
     pub profile: StepProfile,
 }
 
-fn adam(lr_eps_wd: (f64, f64)) -> ModuleOptimizer {
+pub(crate) fn adam(lr_eps_wd: (f64, f64)) -> ModuleOptimizer {
     let (eps, wd) = lr_eps_wd;
     AdamConfig::new()
         .with_epsilon(eps as f32)
@@ -185,7 +204,7 @@ pub fn fit<M: GenerativeModule>(
 
     for epoch in 0..max_epochs {
         let start = Instant::now();
-        let w = kl_weight(epoch, config.n_epochs_kl_warmup);
+        let w = config.kl_weight * kl_weight(epoch, config.n_epochs_kl_warmup);
         let mut sums: Option<Tensor<1>> = None;
         let mut seen = 0usize;
         let batches = plan
@@ -200,15 +219,16 @@ pub fn fit<M: GenerativeModule>(
                 StepContext::new(plan.engine, Mode::Train, ad.clone(), rng).with_host_store(&store);
             let mut batch = ctx.minibatch(data, sampled.rows);
             batch.labelled_rows = sampled.labelled;
-            let (inference, mut loss) = module.forward(&mut ctx, &batch);
+            let (inference, generative, mut loss) = module.forward(&mut ctx, &batch);
             if !plan.penalties.is_empty() {
-                let z = M::representation(&inference);
+                let representation = M::representation(&inference, &generative);
+                let detached = representation.detach();
                 for (penalty, annotation) in plan.penalties.iter_mut() {
                     let codes = batch.codes(*annotation);
-                    penalty.before_step(z.clone().detach(), &codes)?;
+                    penalty.before_step(&detached, &codes)?;
                     loss.extra.push(crate::models::LossTerm {
                         name: penalty.name().to_string(),
-                        value: penalty.value(z.clone(), &codes),
+                        value: penalty.value(&representation, &codes),
                         weight: penalty.weight(),
                     });
                 }
@@ -355,7 +375,7 @@ pub fn evaluate<M: GenerativeModule>(
     for chunk in cells.chunks(EVAL_CHUNK) {
         let mut ctx = StepContext::new(engine, Mode::Evaluate, device.clone(), rng);
         let batch = ctx.minibatch(data, chunk.to_vec());
-        let (_, loss) = module.forward(&mut ctx, &batch);
+        let (_, _, loss) = module.forward(&mut ctx, &batch);
         if names.is_empty() {
             names = loss.extra_names();
             weights = loss.extra.iter().map(|t| t.weight).collect();

@@ -81,6 +81,12 @@ impl ScanviModel {
     ) -> Result<ScanviModel> {
         arch.validate()?;
         config.validate()?;
+        if config.penalty.is_some() {
+            return Err(Error::invalid(
+                "penalty",
+                "is not available for scANVI: train a penalised scVI and start scANVI from it",
+            ));
+        }
         if !(training.classification_ratio >= 0.0 && training.classification_ratio.is_finite()) {
             return Err(Error::invalid(
                 "classification_ratio",

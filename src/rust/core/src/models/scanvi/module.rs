@@ -11,7 +11,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use crate::engine::{Minibatch, StepContext};
 use crate::error::{Error, Result};
 use crate::models::scvi::{ScviArchitecture, ScviGenerative, ScviInference, ScviModule};
-use crate::models::{GenerativeModule, LossOutput, LossTerm};
+use crate::models::{GenerativeModule, LossOutput, LossTerm, Representation};
 use crate::nn::decoder::GaussianDecoder;
 use crate::nn::encoder::EncoderConfig;
 use crate::nn::{Classifier, Covariates, Encoder};
@@ -324,8 +324,8 @@ impl GenerativeModule for ScanviModule {
         }
     }
 
-    fn representation(inference: &ScviInference) -> Tensor<2> {
-        inference.qz.sample.clone()
+    fn representation(inference: &ScviInference, generative: &ScviGenerative) -> Representation {
+        crate::models::scvi::scvi_representation(inference, generative)
     }
 }
 

@@ -10,6 +10,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 
 pub use module::{
     BATCH, LibraryPrior, ScviArchitecture, ScviGenerative, ScviInference, ScviModule,
+    scvi_representation,
 };
 
 use crate::data::{CsrMatrix, DenseMatrix};
@@ -132,7 +133,13 @@ impl ScviModel {
             &inner.clone().autodiff(),
         );
         let split = DataSplit::random(n_cells, config.train_size, config.batch_size, &mut rng);
-        let mut plan = TrainingPlan::new(engine);
+        let mut plan = TrainingPlan::new(engine).with_penalty(
+            config,
+            BATCH,
+            arch.n_batch,
+            arch.n_latent,
+            &inner,
+        )?;
         let trained = fit(
             module, &cells, &split, config, &mut plan, &inner, &mut rng, observer,
         )?;

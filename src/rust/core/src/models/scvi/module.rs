@@ -9,7 +9,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use crate::distributions::GeneLikelihood;
 use crate::engine::{Minibatch, StepContext};
 use crate::error::{Error, Result};
-use crate::models::{GenerativeModule, LossOutput};
+use crate::models::{GenerativeModule, LossOutput, Representation};
 use crate::nn::decoder::DecoderConfig;
 use crate::nn::encoder::{EncoderConfig, GaussianSample};
 use crate::nn::weights::NamedTensors;
@@ -36,6 +36,9 @@ pub struct ScviArchitecture {
     /// Inject the batch into every hidden layer (not only the first) of the decoder, and of the
     /// encoders when they take it.
     pub deeply_inject_covariates: bool,
+    /// A fixed posterior standard deviation (CoMP's encoder: q(z | x, c) = N(mu(x, c), sd^2 I));
+    /// `None`: learned, as in scVI.
+    pub posterior_sd: Option<f64>,
 }
 
 /// Sizes beyond which a saved architecture is taken as damaged.
@@ -61,6 +64,24 @@ impl ScviArchitecture {
             latent_library: false,
             encode_covariates: false,
             deeply_inject_covariates: true,
+            posterior_sd: None,
+        }
+    }
+
+    /// The conditional VAE of CoMP (seed 001) for `n_conditions` conditions, with its Kang
+    /// settings: the condition given to the encoder and to the decoder's first layer, 3 layers
+    /// of 512, d = 40, no dropout, a fixed posterior standard deviation of 0.1; the count
+    /// likelihood of scVI.
+    pub fn cvae(n_genes: usize, n_conditions: usize) -> Self {
+        Self {
+            n_latent: 40,
+            n_hidden: 512,
+            n_layers: 3,
+            dropout_rate: 0.0,
+            encode_covariates: true,
+            deeply_inject_covariates: false,
+            posterior_sd: Some(0.1),
+            ..Self::new(n_genes, n_conditions)
         }
     }
 
@@ -85,6 +106,11 @@ impl ScviArchitecture {
         }
         if !(0.0..1.0).contains(&self.dropout_rate) {
             return Err(Error::invalid("dropout_rate", "must be in [0, 1)"));
+        }
+        if let Some(sd) = self.posterior_sd {
+            if !(sd > 0.0 && sd.is_finite()) {
+                return Err(Error::invalid("posterior_sd", "must be a positive number"));
+            }
         }
         Ok(())
     }
@@ -185,6 +211,8 @@ pub struct LibraryPrior {
 #[derive(Module, Debug)]
 pub struct ScviModule {
     pub z_encoder: Encoder,
+    /// A fixed posterior standard deviation (the encoder's variance head unused).
+    pub posterior_sd: Option<f64>,
     pub l_encoder: Option<Encoder>,
     pub decoder: Decoder,
     pub library_prior: Option<LibraryPrior>,
@@ -200,6 +228,8 @@ pub struct ScviInference {
 }
 
 pub struct ScviGenerative {
+    /// The decoder's first hidden layer (trVAE's MMD site).
+    pub first_hidden: Tensor<2>,
     /// The decoder's last hidden layer: the count head's input.
     pub hidden: Tensor<2>,
 }
@@ -254,6 +284,7 @@ impl ScviModule {
         });
         Self {
             z_encoder,
+            posterior_sd: arch.posterior_sd,
             l_encoder,
             decoder,
             library_prior,
@@ -276,7 +307,16 @@ impl GenerativeModule for ScviModule {
     fn inference(&self, ctx: &mut StepContext<'_>, batch: &Minibatch<'_>) -> ScviInference {
         let device = ctx.device.clone();
         let encoder_cov = self.encoder_covariates(batch, &device);
-        let qz = self.z_encoder.forward_counts(ctx, batch, &encoder_cov);
+        let mut qz = self.z_encoder.forward_counts(ctx, batch, &encoder_cov);
+        if let Some(sd) = self.posterior_sd {
+            let var = qz.mean.clone().zeros_like().add_scalar(sd * sd);
+            let sample = ctx.sample_normal(&qz.mean, &var);
+            qz = GaussianSample {
+                mean: qz.mean,
+                var,
+                sample,
+            };
+        }
         let ql = self
             .l_encoder
             .as_ref()
@@ -299,10 +339,12 @@ impl GenerativeModule for ScviModule {
         _batch: &Minibatch<'_>,
         inference: &ScviInference,
     ) -> ScviGenerative {
+        let (first_hidden, hidden) =
+            self.decoder
+                .hidden_with_first(ctx, inference.qz.sample.clone(), &inference.batch);
         ScviGenerative {
-            hidden: self
-                .decoder
-                .hidden(ctx, inference.qz.sample.clone(), &inference.batch),
+            first_hidden,
+            hidden,
         }
     }
 
@@ -345,8 +387,21 @@ impl GenerativeModule for ScviModule {
         }
     }
 
-    fn representation(inference: &ScviInference) -> Tensor<2> {
-        inference.qz.sample.clone()
+    fn representation(inference: &ScviInference, generative: &ScviGenerative) -> Representation {
+        scvi_representation(inference, generative)
+    }
+}
+
+/// z, its posterior and the decoder's first layer, for penalties.
+pub fn scvi_representation(
+    inference: &ScviInference,
+    generative: &ScviGenerative,
+) -> Representation {
+    Representation {
+        z: inference.qz.sample.clone(),
+        mean: inference.qz.mean.clone(),
+        var: inference.qz.var.clone(),
+        decoder_first: generative.first_hidden.clone(),
     }
 }
 

@@ -80,7 +80,7 @@ pub(crate) fn pass<M: GenerativeModule>(
     let mut ctx = StepContext::new(engine, Mode::Train, device, &mut rng);
     let mut batch = ctx.minibatch(cells, rows.to_vec());
     batch.labelled_rows = labelled.to_vec();
-    let (_, loss) = module.forward(&mut ctx, &batch);
+    let (_, _, loss) = module.forward(&mut ctx, &batch);
     let terms = vec![
         to_host(loss.reconstruction.clone()),
         to_host(loss.kl_z.clone()),
@@ -520,7 +520,7 @@ fn scvi_tools_weights_reproduce_scvi_tools() {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
         let mut ctx = StepContext::new(engine, Mode::Predict, Device::flex(), &mut rng);
         let batch = ctx.minibatch(&cells, (0..n).collect());
-        let (_, loss) = model.module.forward(&mut ctx, &batch);
+        let (_, _, loss) = model.module.forward(&mut ctx, &batch);
         let host = |t: Tensor<2>| -> Vec<f64> { to_host(t).into_iter().map(f64::from).collect() };
         check(
             &host(loss.reconstruction),
@@ -569,6 +569,7 @@ fn trainer_honours_parameter_groups_and_penalties() {
         plan.penalties.push((
             Box::new(crate::penalties::Mmd {
                 weight: 2.0,
+                site: crate::penalties::MmdSite::Latent,
                 bandwidths: vec![1.0],
             }),
             BATCH,
@@ -602,4 +603,74 @@ fn trainer_honours_parameter_groups_and_penalties() {
         let expected = last.train.reconstruction + last.kl_weight * last.train.kl_z + 2.0 * mmd;
         assert!((last.train.loss - expected).abs() < 1e-6 * expected.abs());
     }
+}
+
+/// The CVAE (scVI's module with CoMP's settings): the posterior variance is the fixed one, every
+/// penalty trains on it with minibatches that hold both conditions and records its term, and a
+/// model reloaded from its weights gives the same latent.
+#[test]
+fn the_cvae_trains_with_each_penalty_and_round_trips() {
+    let (counts, batch) = synthetic(120, 12, 5);
+    let data = CountsAndBatch {
+        counts: &counts,
+        batch: &batch,
+    };
+    let arch = ScviArchitecture {
+        n_hidden: 16,
+        n_layers: 2,
+        n_latent: 4,
+        ..ScviArchitecture::cvae(12, 2)
+    };
+    assert!(arch.encode_covariates && !arch.deeply_inject_covariates);
+    let cells = data.prepare(&arch).unwrap();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
+    let module = ScviModule::new(&arch, None, &mut rng, &Device::flex());
+    let mut ctx = StepContext::new(Engine::Tensor, Mode::Train, Device::flex(), &mut rng);
+    let mb = ctx.minibatch(&cells, (0..40).collect());
+    let inference = module.inference(&mut ctx, &mb);
+    assert!(to_host(inference.qz.var.clone()).iter().all(|&v| (v - 0.01).abs() < 1e-7));
+    for name in ["mmd", "trvae", "comp", "mine", "hsic"] {
+        let config = TrainConfig {
+            max_epochs: Some(2),
+            batch_size: 32,
+            kl_weight: 1e-3,
+            n_epochs_kl_warmup: 0,
+            penalty: Some(crate::penalties::PenaltySpec::default_for(name, 2.0).unwrap()),
+            ..TrainConfig::default()
+        };
+        let model = ScviModel::train(
+            arch.clone(),
+            &config,
+            data,
+            ComputeDevice::Flex,
+            Engine::HostFused,
+            &mut Silent,
+        )
+        .unwrap();
+        let last = model.history.last().unwrap();
+        let term = config.penalty.as_ref().unwrap().name();
+        assert_eq!(last.train.extra.len(), 1, "{name}");
+        assert_eq!(last.train.extra[0].0, term);
+        assert!(last.train.extra[0].1.is_finite(), "{name}");
+        // The KL weight scales the KL term in the objective.
+        let expected = last.train.reconstruction + 1e-3 * last.train.kl_z + 2.0 * last.train.extra[0].1;
+        assert!((last.train.loss - expected).abs() < 1e-5 * expected.abs(), "{name}");
+        let z = model.latent(data).unwrap();
+        let reloaded =
+            ScviModel::from_parts(arch.clone(), &model.weights_bytes(), ComputeDevice::Flex, Engine::Tensor)
+                .unwrap();
+        for (a, b) in z.data.iter().zip(&reloaded.latent(data).unwrap().data) {
+            assert!((a - b).abs() < 1e-5, "{name}: reloaded {b} vs {a}");
+        }
+    }
+    let too_small = TrainConfig {
+        batch_size: 3,
+        penalty: Some(crate::penalties::PenaltySpec::default_for("comp", 1.0).unwrap()),
+        ..TrainConfig::default()
+    };
+    let e = ScviModel::train(arch, &too_small, data, ComputeDevice::Flex, Engine::HostFused, &mut Silent)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("batch_size"), "{e}");
 }
