@@ -58,6 +58,16 @@ cw_knn_vote <- function(embedding_r, labels, n_labels, k) .Call(wrap__cw_knn_vot
 #' @noRd
 cw_cluster_vote <- function(embedding_r, labels, n_labels, k, resolution, seed) .Call(wrap__cw_cluster_vote, embedding_r, labels, n_labels, k, resolution, seed)
 
+#' Per cell type: the predicted change from condition `from` to `to` (0-based codes) against
+#' the observed one. `cell_type`: 0-based codes of `n_types` types.
+#' @noRd
+cw_counterfactual_scores <- function(arch, weights, device, p, i, x, dim, condition, cell_type, n_types, from, to, n_top, min_cells) .Call(wrap__cw_counterfactual_scores, arch, weights, device, p, i, x, dim, condition, cell_type, n_types, from, to, n_top, min_cells)
+
+#' De-novo MINE: trains a fresh statistics network on `embedding` (cells x d) against the
+#' condition codes and returns the bound on the training and held-out cells and its history.
+#' @noRd
+cw_mine_estimate <- function(embedding, n_cells, n_dims, condition, n_conditions, options) .Call(wrap__cw_mine_estimate, embedding, n_cells, n_dims, condition, n_conditions, options)
+
 #' Every metric: name, aggregate it counts towards, and the sets it belongs to.
 #' @noRd
 cw_metric_catalogue <- function() .Call(wrap__cw_metric_catalogue)

@@ -30,6 +30,11 @@
 #' @param seed Random seed: the same seed gives the same result on the same device.
 #' @param device `"cpu"` (default), `"cpu:flex"` or `"cpu:ndarray"` to pick a CPU backend, or
 #'   `"cuda"` with a GPU build.
+#' @param penalty A batch-independence penalty on the latent space (see [calculateCVAE()]):
+#'   `"none"` (default), `"mmd"`, `"trvae"`, `"comp"`, `"mine"` or `"hsic"` (seed 000's
+#'   scVI+HSIC).
+#' @param penalty_weight The penalty's weight in the loss.
+#' @param penalty_options Settings of the penalty (see [calculateCVAE()]).
 #' @param verbose Show progress: a bar redrawn in place in an interactive session, a line
 #'   every tenth of the epochs otherwise.
 #' @param allow_non_integer Accept non-integer values (with a warning) instead of an error.
@@ -50,6 +55,7 @@ calculateSCVI <- function(x, batch = NULL, n_latent = 10, n_hidden = 128, n_laye
                           batch_size = 128, lr = 1e-3, weight_decay = 1e-6, eps = 0.01,
                           n_epochs_kl_warmup = 400, train_size = 0.9, early_stopping = FALSE,
                           early_stopping_patience = 45, seed = 0, device = "cpu",
+                          penalty = "none", penalty_weight = 1, penalty_options = list(),
                           verbose = TRUE, allow_non_integer = FALSE) {
     x <- .check_counts(x, "x", allow_non_integer = .check_flag(allow_non_integer, "allow_non_integer"))
     n_cells <- ncol(x)
@@ -61,6 +67,13 @@ calculateSCVI <- function(x, batch = NULL, n_latent = 10, n_hidden = 128, n_laye
                                 encode_covariates, deeply_inject_covariates)
     train <- .train_options(max_epochs, batch_size, lr, eps, weight_decay, n_epochs_kl_warmup,
                             train_size, early_stopping, early_stopping_patience, seed)
+    train$penalty <- .penalty_options(penalty, penalty_weight, penalty_options, batch,
+                                      "batch", train$batch_size)
+    .fit_scvi_family(x, batch, arch, train, device, verbose, "cellweave_scvi")
+}
+
+# Trains an scVI-family network (scVI, the CVAE) and returns its latent with the model attached.
+.fit_scvi_family <- function(x, batch, arch, train, device, verbose, class) {
     device <- .check_device(device)
     progress <- .progress_style(.check_flag(verbose, "verbose"))
     fit <- cw_scvi_train(x@p, x@i, as.double(x@x), dim(x), as.integer(batch) - 1L,
@@ -70,16 +83,73 @@ calculateSCVI <- function(x, batch = NULL, n_latent = 10, n_hidden = 128, n_laye
         train = train,
         genes = rownames(x),
         batch_levels = levels(batch),
-        n_cells = n_cells,
+        n_cells = ncol(x),
         weights = fit$weights,
         history = as.data.frame(fit$history),
         device = fit$device,
         version = as.character(utils::packageVersion("cellweave"))
-    ), class = "cellweave_scvi")
+    ), class = unique(c(class, "cellweave_scvi")))
     z <- fit$latent
-    dimnames(z) <- list(colnames(x), paste0("scVI_", seq_len(ncol(z))))
+    dimnames(z) <- list(colnames(x), paste0(.latent_key(model), seq_len(ncol(z))))
     attr(z, "model") <- model
     z
+}
+
+# Column prefix of a model's latent.
+.latent_key <- function(model) if (inherits(model, "cellweave_cvae")) "CVAE_" else "scVI_"
+
+# A penalty's options for the trainer (NULL for none), checked: `groups` is the grouping the
+# penalty works against (argument `group_arg`), which needs 2 levels and minibatches that hold
+# 2 cells of each.
+.penalty_options <- function(penalty, penalty_weight, penalty_options, groups, group_arg,
+                             batch_size) {
+    choices <- c("none", "mmd", "trvae", "comp", "mine", "hsic")
+    if (identical(penalty, choices)) penalty <- "none"
+    penalty <- .check_choice(penalty, "penalty", choices)
+    if (penalty == "none") return(NULL)
+    weight <- .check_scalar_num(penalty_weight, "penalty_weight", min = 0)
+    if (nlevels(groups) < 2L) {
+        .stop_arg(group_arg, "has ", nlevels(groups), " level; a \"", penalty,
+                  "\" penalty needs at least 2.")
+    }
+    if (batch_size < 2L * nlevels(groups)) {
+        .stop_arg("batch_size", "must hold 2 cells of each of the ", nlevels(groups), " levels of `",
+                  group_arg, "` for a penalty: use batch_size >= ", 2L * nlevels(groups), ", not ",
+                  batch_size, ".")
+    }
+    if (!is.list(penalty_options)) .stop_arg("penalty_options", "must be a list.")
+    allowed <- switch(penalty,
+        mmd = , trvae = "bandwidths",
+        mine = c("mine_hidden", "mine_layers", "mine_lr", "mine_steps", "mine_moving_average"),
+        character(0))
+    unknown <- setdiff(names(penalty_options), allowed)
+    if (length(penalty_options) && (is.null(names(penalty_options)) || length(unknown))) {
+        .stop_arg("penalty_options", "has settings a \"", penalty, "\" penalty does not take (",
+                  paste(unknown, collapse = ", "), "); it takes: ",
+                  if (length(allowed)) paste(allowed, collapse = ", ") else "none", ".")
+    }
+    o <- list(name = penalty, weight = weight)
+    if (!is.null(b <- penalty_options$bandwidths)) {
+        if (!is.numeric(b) || !length(b) || anyNA(b) || any(!is.finite(b)) || any(b <= 0)) {
+            .stop_arg("penalty_options", "$bandwidths must be positive numbers.")
+        }
+        o$bandwidths <- as.double(b)
+    }
+    ints <- c(mine_hidden = 1, mine_layers = 1, mine_steps = 1)
+    for (k in intersect(names(penalty_options), names(ints))) {
+        o[[k]] <- .check_scalar_int(penalty_options[[k]], paste0("penalty_options$", k), min = 1,
+                                    max = 1e4)
+    }
+    if (!is.null(penalty_options$mine_lr)) {
+        o$mine_lr <- .check_scalar_num(penalty_options$mine_lr, "penalty_options$mine_lr",
+                                       min = 0, min_inclusive = FALSE)
+    }
+    if (!is.null(penalty_options$mine_moving_average)) {
+        o$mine_moving_average <- .check_scalar_num(penalty_options$mine_moving_average,
+                                                   "penalty_options$mine_moving_average",
+                                                   min = 0, max = 1, min_inclusive = FALSE)
+    }
+    o
 }
 
 #' @rdname calculateSCVI
@@ -152,7 +222,7 @@ latent.cellweave_scvi <- function(model, newdata, batch = NULL, ...) {
     input <- .scvi_newdata(model, newdata, batch)
     z <- cw_scvi_latent(model$arch, model$weights, model$device, input$x@p, input$x@i,
                         as.double(input$x@x), dim(input$x), input$codes)
-    dimnames(z) <- list(colnames(input$x), paste0("scVI_", seq_len(ncol(z))))
+    dimnames(z) <- list(colnames(input$x), paste0(.latent_key(model), seq_len(ncol(z))))
     z
 }
 
@@ -241,7 +311,7 @@ normalizedExpression.cellweave_scvi <- function(model, newdata, batch = NULL, tr
 # The scVI network's options, checked (the names are the arguments of calculateSCVI()).
 .scvi_architecture <- function(n_genes, n_batch, n_latent, n_hidden, n_layers, dropout_rate,
                                gene_likelihood, use_observed_lib_size, encode_covariates,
-                               deeply_inject_covariates) {
+                               deeply_inject_covariates, posterior_sd = NULL) {
     list(
         n_genes = n_genes,
         n_batch = n_batch,
@@ -252,13 +322,16 @@ normalizedExpression.cellweave_scvi <- function(model, newdata, batch = NULL, tr
         gene_likelihood = .check_choice(gene_likelihood, "gene_likelihood", c("zinb", "nb")),
         latent_library = !.check_flag(use_observed_lib_size, "use_observed_lib_size"),
         encode_covariates = .check_flag(encode_covariates, "encode_covariates"),
-        deeply_inject_covariates = .check_flag(deeply_inject_covariates, "deeply_inject_covariates")
+        deeply_inject_covariates = .check_flag(deeply_inject_covariates, "deeply_inject_covariates"),
+        posterior_sd = if (is.null(posterior_sd)) NULL else
+            .check_scalar_num(posterior_sd, "posterior_sd", min = 0, min_inclusive = FALSE)
     )
 }
 
 # The trainer's options, checked (the names are the arguments of calculateSCVI()).
 .train_options <- function(max_epochs, batch_size, lr, eps, weight_decay, n_epochs_kl_warmup,
-                           train_size, early_stopping, early_stopping_patience, seed) {
+                           train_size, early_stopping, early_stopping_patience, seed,
+                           kl_weight = 1) {
     train <- list(
         max_epochs = if (is.null(max_epochs)) NULL else .check_scalar_int(max_epochs, "max_epochs", min = 1),
         batch_size = .check_scalar_int(batch_size, "batch_size", min = 3),
@@ -270,7 +343,8 @@ normalizedExpression.cellweave_scvi <- function(model, newdata, batch = NULL, tr
         early_stopping = .check_flag(early_stopping, "early_stopping"),
         early_stopping_patience = .check_scalar_int(early_stopping_patience, "early_stopping_patience", min = 1),
         early_stopping_min_delta = 0,
-        seed = .check_scalar_int(seed, "seed", min = 0)
+        seed = .check_scalar_int(seed, "seed", min = 0),
+        kl_weight = .check_scalar_num(kl_weight, "kl_weight", min = 0)
     )
     if (train$early_stopping && train$train_size >= 1) {
         .stop_arg("early_stopping", "needs a validation set: use train_size < 1.")
@@ -313,6 +387,20 @@ print.cellweave_scvi <- function(x, ...) {
                 a$n_latent, a$n_layers, if (a$n_layers == 1) "" else "s", a$n_hidden,
                 a$dropout_rate, toupper(a$gene_likelihood),
                 if (a$latent_library) "latent" else "observed"))
+    .print_penalty_and_training(x)
+    invisible(x)
+}
+
+# The penalty (with its final value) and the training lines of a model's print-out.
+.print_penalty_and_training <- function(x) {
+    h <- x$history
+    p <- x$train$penalty
+    if (!is.null(p)) {
+        term <- grep("^train_(mmd|mmd_decoder|comp|mine|hsic)$", names(h), value = TRUE)
+        cat(sprintf("  penalty:   %s, weight %g%s\n", p$name, p$weight,
+                    if (length(term) && nrow(h))
+                        sprintf(" (final value %.4g)", h[[term[1]]][nrow(h)]) else ""))
+    }
     if (nrow(h)) {
         last <- h[nrow(h), ]
         cat(sprintf("  training:  %d epochs on %s (%.2f s/epoch), final loss %.2f", nrow(h), x$device,
@@ -320,7 +408,6 @@ print.cellweave_scvi <- function(x, ...) {
         if (!is.na(last$validation_elbo)) cat(sprintf(", validation ELBO %.2f", last$validation_elbo))
         cat("\n")
     }
-    invisible(x)
 }
 
 # Counts of `newdata` on the model's genes, and 0-based batch codes.
