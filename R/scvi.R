@@ -13,7 +13,9 @@
 #' @param n_hidden Nodes per hidden layer.
 #' @param n_layers Hidden layers in the encoder and decoder.
 #' @param dropout_rate Dropout rate of the encoder.
-#' @param gene_likelihood `"zinb"` (zero-inflated negative binomial) or `"nb"`.
+#' @param gene_likelihood `"zinb"` (zero-inflated negative binomial), `"nb"`, or `"gaussian"`
+#'   (a Gaussian on log-normalised expression, log1p of counts per 10,000, with one standard
+#'   deviation per cell: CoMP's decoder; its ELBO is not comparable with the count models').
 #' @param use_observed_lib_size Use each cell's total count as its library size (`TRUE`,
 #'   default) or learn it as a latent variable with a per-batch log-normal prior.
 #' @param encode_covariates Give the batch to the encoder too.
@@ -319,7 +321,7 @@ normalizedExpression.cellweave_scvi <- function(model, newdata, batch = NULL, tr
         n_hidden = .check_scalar_int(n_hidden, "n_hidden", min = 1),
         n_layers = .check_scalar_int(n_layers, "n_layers", min = 1),
         dropout_rate = .check_scalar_num(dropout_rate, "dropout_rate", min = 0, max = 0.99),
-        gene_likelihood = .check_choice(gene_likelihood, "gene_likelihood", c("zinb", "nb")),
+        gene_likelihood = .check_choice(gene_likelihood, "gene_likelihood", c("zinb", "nb", "gaussian")),
         latent_library = !.check_flag(use_observed_lib_size, "use_observed_lib_size"),
         encode_covariates = .check_flag(encode_covariates, "encode_covariates"),
         deeply_inject_covariates = .check_flag(deeply_inject_covariates, "deeply_inject_covariates"),

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Issue 10's side-by-side run on kang_ifnb (hvg2000, condition = batch, label = cell_type):
 # CVAE, CVAE+MMD (z), trVAE-style MMD (decoder's first layer), CVAE+CoMP, CVAE+MINE, scVI and
-# scVI+HSIC, each trained on all cells (latent, de-novo MINE, counterfactual scores) and with
-# the stimulated CD14 monocytes held out (counterfactual scores). Two queues, one thread each.
-# Then bench/cvae_metrics.R scores the latents.
+# scVI+HSIC, each trained on all cells (latent, counterfactual scores) and with the stimulated
+# CD14 monocytes held out (counterfactual scores). Two queues, one thread each. Then
+# bench/cvae_metrics.R scores the latents (scIB and seed metrics, de-novo MINE).
 #   bench/cvae_experiments.sh [OUT=bench/out/cvae]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,6 @@ BIN=${CARGO_TARGET_DIR:-$HOME/.cache/cellweave-target}/release/cellweave-bench
 DATA=../shared/data/kang_ifnb
 CVAE_EPOCHS=${CVAE_EPOCHS:-40}
 SCVI_EPOCHS=${SCVI_EPOCHS:-100}
-MINE_EPOCHS=${MINE_EPOCHS:-100}
 # name model penalty weight
 MODELS="cvae:cvae:none:0
 cvae_mmd:cvae:mmd:100
@@ -33,7 +32,7 @@ run() { # name model penalty weight suffix extra...
 
 (
   for m in $MODELS; do IFS=: read -r name model penalty weight <<< "$m"
-    run "$name" "$model" "$penalty" "$weight" "" --out-latent "$OUT/$name.latent.tsv" --mine-epochs "$MINE_EPOCHS"
+    run "$name" "$model" "$penalty" "$weight" "" --out-latent "$OUT/$name.latent.tsv"
   done
 ) &
 (

@@ -1,10 +1,12 @@
 # Scores issue 10's side-by-side run (bench/cvae_experiments.sh): the scIB and seed metrics of
-# every latent (integrationMetrics(metrics = c("scib", "seed"))), de-novo MINE, the cost of a
-# training step relative to the unpenalised one, and the counterfactual R^2 tables.
-#   Rscript bench/cvae_metrics.R [OUT=bench/out/cvae]
+# every latent (integrationMetrics(metrics = c("scib", "seed"))), de-novo MINE
+# (mineEstimate(), seed 000's network and learning rate, MINE_EPOCHS epochs), and the
+# counterfactual R^2 tables. (The cost of each penalty per step: bench/penalty_cost.sh.)
+#   Rscript bench/cvae_metrics.R [OUT=bench/out/cvae] [MINE_EPOCHS=30]
 suppressPackageStartupMessages(library(cellweave))
 args <- commandArgs(trailingOnly = TRUE)
 out <- if (length(args)) args[1] else "bench/out/cvae"
+mine_epochs <- if (length(args) >= 2) as.integer(args[2]) else 30L
 shared <- Sys.getenv("SHARED", "../shared")
 cells <- utils::read.delim(file.path(shared, "data/kang_ifnb/cells.tsv"), check.names = FALSE)
 models <- c("cvae", "cvae_mmd", "trvae_mmd", "cvae_comp", "cvae_mine", "scvi", "scvi_hsic")
@@ -31,23 +33,15 @@ res <- integrationMetrics(latents, cells$batch, cells$cell_type, unintegrated = 
                           metrics = c("scib", "seed"), local_condition = "stim")
 message(sprintf("metrics: %.0f s", proc.time()[["elapsed"]] - started))
 
-figure <- function(file, pattern) {
-    lines <- readLines(file)
-    hit <- grep(pattern, lines, value = TRUE)
-    if (!length(hit)) return(NA_real_)
-    as.numeric(sub(paste0(".*", pattern, "\\s*([-0-9.eE]+).*"), "\\1", hit[1]))
-}
-txt <- file.path(out, paste0(present, ".txt"))
-res$`de-novo MINE (held-out)` <- vapply(txt, figure, 0, pattern = "held-out")
-res$`ms per step` <- vapply(txt, figure, 0, pattern = "ms per step")
-base <- c(cvae = "cvae", cvae_mmd = "cvae", trvae_mmd = "cvae", cvae_comp = "cvae",
-          cvae_mine = "cvae", scvi = "scvi", scvi_hsic = "scvi")[present]
-res$`step cost vs unpenalised` <- res$`ms per step` / res[base, "ms per step"]
+started <- proc.time()[["elapsed"]]
+mine <- t(vapply(latents, function(z) mineEstimate(z, cells$batch, epochs = mine_epochs), c(0, 0)))
+message(sprintf("de-novo MINE: %.0f s", proc.time()[["elapsed"]] - started))
+res$`de-novo MINE (held-out)` <- mine[, "heldout"]
+res$`de-novo MINE (train)` <- mine[, "train"]
 utils::write.csv(res, file.path(out, "metrics.csv"), row.names = FALSE)
 show <- c("iLISI", "KBET", "kBET rejection", "kNN silhouette", "m-kBET", "Batch entropy",
           "kNN MI", "de-novo MINE (held-out)", "cLISI", "Silhouette label", "KMeans NMI",
-          "KMeans ARI", "Isolated labels", "Batch correction", "Bio conservation", "Total",
-          "ms per step", "step cost vs unpenalised")
+          "KMeans ARI", "Isolated labels", "Batch correction", "Bio conservation", "Total")
 print(format(res[, intersect(show, colnames(res))], digits = 3), right = TRUE)
 cat("\nall metrics:\n")
 print(format(res[, setdiff(colnames(res), "embedding")], digits = 3))

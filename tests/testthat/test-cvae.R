@@ -49,6 +49,18 @@ test_that("a weighted penalty lowers the dependence it measures", {
     expect_lt(held$history$train_mmd[n], free$history$train_mmd[n])
 })
 
+test_that("the Gaussian likelihood on log-normalised expression trains, decodes and reloads", {
+    g <- attr(cvae(gene_likelihood = "gaussian", penalty = "comp", max_epochs = 6, seed = 2), "model")
+    expect_equal(g$arch$gene_likelihood, "gaussian")
+    expect_lt(g$history$train_reconstruction[6], g$history$train_reconstruction[1])
+    expect_output(print(g), "GAUSSIAN likelihood")
+    e <- counterfactual(g, x[, 1:20], cond[1:20], to = "stim")
+    expect_equal(unname(colSums(e)), rep(1, 20), tolerance = 1e-4)
+    path <- tempfile(fileext = ".rds")
+    saveRDS(g, path)
+    expect_identical(latent(readRDS(path), x, cond), latent(g, x, cond))
+})
+
 test_that("the same seed gives the same bits, and a saved model predicts the same bits", {
     again <- cvae(penalty = "comp", max_epochs = 3, seed = 1)
     expect_identical(attr(again, "model")$weights, model$weights)

@@ -113,6 +113,19 @@ impl Options<'_> {
             .ok_or_else(|| Error::Other(format!("option `{name}` must be a string")))
     }
 
+    /// The option, or None when it is absent or NULL (options added after a model was saved).
+    pub fn optional(&self, name: &str) -> Option<Robj> {
+        self.get(name).ok().filter(|v| !v.is_null())
+    }
+
+    /// A number, or None when absent or NULL.
+    pub fn opt_f64(&self, name: &str) -> Result<Option<f64>> {
+        match self.optional(name) {
+            None => Ok(None),
+            Some(_) => self.f64(name).map(Some),
+        }
+    }
+
     /// A number, or NULL (None).
     pub fn opt_usize(&self, name: &str) -> Result<Option<usize>> {
         if self.get(name)?.is_null() {

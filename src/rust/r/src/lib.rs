@@ -2,6 +2,7 @@
 
 mod classic;
 mod convert;
+mod cvae;
 mod interrupt;
 mod metrics;
 mod scanvi;
@@ -30,6 +31,7 @@ extendr_module! {
     fn cw_init;
     use scvi;
     use scanvi;
+    use cvae;
     use metrics;
     use classic;
 }

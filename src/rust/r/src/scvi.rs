@@ -7,6 +7,7 @@ use cellweave_core::device::ComputeDevice;
 use cellweave_core::distributions::GeneLikelihood;
 use cellweave_core::engine::Engine;
 use cellweave_core::models::scvi::{CountsAndBatch, LibraryScale, ScviArchitecture, ScviModel};
+use cellweave_core::penalties::{PenaltyKind, PenaltySpec};
 use cellweave_core::train::{EpochRecord, TrainConfig, TrainingObserver};
 use extendr_api::Result;
 use extendr_api::prelude::*;
@@ -43,13 +44,54 @@ pub(crate) fn architecture(o: &Options) -> Result<ScviArchitecture> {
         dropout_rate: o.f64("dropout_rate")?,
         likelihood: GeneLikelihood::parse(&likelihood).ok_or_else(|| {
             Error::Other(format!(
-                "`gene_likelihood` must be \"zinb\" or \"nb\", not \"{likelihood}\""
+                "`gene_likelihood` must be \"zinb\", \"nb\" or \"gaussian\", not \"{likelihood}\""
             ))
         })?,
         latent_library: o.bool("latent_library")?,
         encode_covariates: o.bool("encode_covariates")?,
         deeply_inject_covariates: o.bool("deeply_inject_covariates")?,
+        posterior_sd: o.opt_f64("posterior_sd")?,
     })
+}
+
+/// The penalty of a `train` list: `penalty` is NULL or a list with `name`, `weight` and the
+/// penalty's settings (`bandwidths`; `mine_hidden`, `mine_layers`, `mine_lr`, `mine_steps`,
+/// `mine_moving_average`), each optional.
+fn penalty_spec(o: &Options) -> Result<Option<PenaltySpec>> {
+    let Some(p) = o.optional("penalty") else {
+        return Ok(None);
+    };
+    let list: List = p
+        .try_into()
+        .map_err(|_| Error::Other("option `penalty` must be a list".into()))?;
+    let p = Options(&list);
+    let mut spec = to_r(PenaltySpec::default_for(&p.string("name")?, p.f64("weight")?))?;
+    match &mut spec.kind {
+        PenaltyKind::Mmd { bandwidths, .. } => {
+            if let Some(b) = p.optional("bandwidths") {
+                *bandwidths = doubles(&b, "mmd_bandwidths")?.to_vec();
+            }
+        }
+        PenaltyKind::Mine(c) => {
+            if let Some(v) = p.opt_f64("mine_hidden")? {
+                c.n_hidden = v as usize;
+            }
+            if let Some(v) = p.opt_f64("mine_layers")? {
+                c.n_layers = v as usize;
+            }
+            if let Some(v) = p.opt_f64("mine_lr")? {
+                c.lr = v;
+            }
+            if let Some(v) = p.opt_f64("mine_steps")? {
+                c.steps = v as usize;
+            }
+            if let Some(v) = p.opt_f64("mine_moving_average")? {
+                c.moving_average_rate = v;
+            }
+        }
+        PenaltyKind::Comp | PenaltyKind::Hsic => {}
+    }
+    Ok(Some(spec))
 }
 
 pub(crate) fn train_config(o: &Options) -> Result<TrainConfig> {
@@ -65,6 +107,8 @@ pub(crate) fn train_config(o: &Options) -> Result<TrainConfig> {
         early_stopping_patience: o.usize("early_stopping_patience")?,
         early_stopping_min_delta: o.f64("early_stopping_min_delta")?,
         seed: o.usize("seed")? as u64,
+        kl_weight: o.opt_f64("kl_weight")?.unwrap_or(1.0),
+        penalty: penalty_spec(o)?,
     })
 }
 

@@ -30,6 +30,10 @@ pub enum GeneLikelihood {
     Zinb,
     /// Negative binomial.
     Nb,
+    /// A Gaussian on log-normalised expression, log1p(10^4 x / total), with one standard
+    /// deviation per cell (CoMP's decoder); not a count likelihood, so its ELBO is not comparable
+    /// with the count models'.
+    Gaussian,
 }
 
 impl GeneLikelihood {
@@ -37,6 +41,7 @@ impl GeneLikelihood {
         match name {
             "zinb" => Some(Self::Zinb),
             "nb" => Some(Self::Nb),
+            "gaussian" => Some(Self::Gaussian),
             _ => None,
         }
     }
@@ -45,6 +50,7 @@ impl GeneLikelihood {
         match self {
             Self::Zinb => "zinb",
             Self::Nb => "nb",
+            Self::Gaussian => "gaussian",
         }
     }
 }

@@ -56,6 +56,7 @@ pub fn log_likelihood(
             let non_zero = log_nb - pi - softplus_neg_pi;
             non_zero.mask_where(x.lower_elem(0.5), zero)
         }
+        GeneLikelihood::Gaussian => unreachable!("the Gaussian head is not a count likelihood"),
     };
     per_gene.sum_dim(1)
 }

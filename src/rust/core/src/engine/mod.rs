@@ -311,6 +311,9 @@ impl<'r> StepContext<'r> {
         batch: &Minibatch<'_>,
     ) -> Tensor<2> {
         let likelihood = head.likelihood();
+        if likelihood == GeneLikelihood::Gaussian {
+            return self.gaussian_log_likelihood(head, hidden, batch);
+        }
         match self.engine {
             Engine::Tensor => {
                 let (x, _) = batch.dense.as_ref().expect("tensor-engine minibatch");
@@ -396,7 +399,48 @@ impl<'r> StepContext<'r> {
     }
 
     /// Expression frequencies (softmax of the scale logits), `n x g` row-major on the host.
+    /// The Gaussian head's log-likelihood of the minibatch's log-normalised expression,
+    /// log1p(10^4 x / total), per cell (`n x 1`), in tensor ops on both engines (the minibatch
+    /// densified on the host).
+    fn gaussian_log_likelihood(
+        &mut self,
+        head: &CountHead,
+        hidden: Tensor<2>,
+        batch: &Minibatch<'_>,
+    ) -> Tensor<2> {
+        let data = batch.data;
+        let (n, g) = (batch.len(), data.counts.n_cols);
+        let mut dense = vec![0f32; n * g];
+        data.counts.densify_rows_into(&batch.rows, &mut dense);
+        for (row, &r) in dense.chunks_exact_mut(g).zip(&batch.rows) {
+            let scale = 1e4 / data.log_library[r].exp().max(1e-12);
+            row.iter_mut().for_each(|v| *v = (*v * scale).ln_1p());
+        }
+        let x = tensor_2d(dense, n, g, &self.device);
+        let mean = head.scale.forward(hidden.clone());
+        let sd = burn::tensor::activation::softplus(
+            head.sd.as_ref().expect("a Gaussian head has an sd layer").forward(hidden),
+            1.0,
+        )
+        .add_scalar(0.01);
+        let z2 = ((x - mean) / sd.clone().expand([n, g])).powi_scalar(2).sum_dim(1);
+        (z2 + sd.log().mul_scalar(2.0 * g as f64))
+            .add_scalar(g as f64 * 1.837_877_066_409_345_5)
+            .mul_scalar(-0.5)
+    }
+
     pub fn expression_frequencies(&mut self, head: &CountHead, hidden: Tensor<2>) -> Vec<f32> {
+        if head.likelihood() == GeneLikelihood::Gaussian {
+            // The mean log-normalised expression back on the frequency scale.
+            let g = head.n_genes();
+            let mut values = to_host(head.scale.forward(hidden));
+            for row in values.chunks_exact_mut(g) {
+                row.iter_mut().for_each(|v| *v = v.exp_m1().max(0.0));
+                let total: f32 = row.iter().sum::<f32>().max(1e-30);
+                row.iter_mut().for_each(|v| *v /= total);
+            }
+            return values;
+        }
         match self.engine {
             Engine::Tensor => to_host(burn::tensor::activation::softmax(
                 head.scale.forward(hidden),

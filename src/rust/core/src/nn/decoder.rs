@@ -13,11 +13,14 @@ use crate::engine::StepContext;
 
 /// The count likelihood head: hidden -> expression-frequency logits (softmax gives rho),
 /// zero-inflation logits (ZINB), and gene-wise log inverse dispersions (theta = exp(log_theta)).
-/// The step engine evaluates it (fused on the host, or in tensor ops on the device).
+/// The step engine evaluates it (fused on the host, or in tensor ops on the device). With the
+/// Gaussian likelihood, `scale` gives the mean log-normalised expression and `sd` each cell's
+/// standard deviation (0.01 + softplus), as CoMP's decoder does.
 #[derive(Module, Debug)]
 pub struct CountHead {
     pub scale: Linear,
     pub dropout: Option<Linear>,
+    pub sd: Option<Linear>,
     pub log_theta: Param<Tensor<1>>,
 }
 
@@ -34,15 +37,19 @@ impl CountHead {
             (likelihood == GeneLikelihood::Zinb).then(|| linear(rng, n_hidden, n_genes, device));
         // scvi-tools: px_r = torch.randn(n_input).
         let r: Vec<f32> = (0..n_genes).map(|_| StandardNormal.sample(rng)).collect();
+        let sd = (likelihood == GeneLikelihood::Gaussian).then(|| linear(rng, n_hidden, 1, device));
         Self {
             scale,
             dropout,
+            sd,
             log_theta: Param::from_tensor(tensor_1d(r, device)),
         }
     }
 
     pub fn likelihood(&self) -> GeneLikelihood {
-        if self.dropout.is_some() {
+        if self.sd.is_some() {
+            GeneLikelihood::Gaussian
+        } else if self.dropout.is_some() {
             GeneLikelihood::Zinb
         } else {
             GeneLikelihood::Nb

@@ -191,6 +191,8 @@ impl ScviArchitecture {
         if weights.contains(&extra_layer)
             || weights.contains("decoder.head.dropout.weight")
                 != (self.likelihood == GeneLikelihood::Zinb)
+            || weights.contains("decoder.head.sd.weight")
+                != (self.likelihood == GeneLikelihood::Gaussian)
             || weights.contains("l_encoder.mean.weight") != self.latent_library
         {
             return Err(Error::Format(
