@@ -68,3 +68,18 @@ for (suffix in c("", "_ood")) {
     utils::write.csv(s$r2, file.path(out, paste0("counterfactual_r2", suffix, ".csv")), row.names = FALSE)
     utils::write.csv(s$bias_up, file.path(out, paste0("counterfactual_bias_up", suffix, ".csv")), row.names = FALSE)
 }
+
+# Does de-novo MINE rank the models as the mixing metrics do? Spearman's rho between MINE and
+# each mixing metric over the models; it agrees when its sign says that less information about
+# the condition goes with better mixing (a negative rho for metrics where higher mixes better).
+higher_mixes_better <- c(iLISI = TRUE, KBET = TRUE, `Batch entropy` = TRUE,
+                         `Batch correction` = TRUE, `kBET rejection` = FALSE,
+                         `kNN silhouette` = FALSE, `m-kBET` = FALSE, `kNN MI` = FALSE)
+mixing <- intersect(names(higher_mixes_better), colnames(res))
+rho <- vapply(mixing, function(m) stats::cor(res$`de-novo MINE (held-out)`, res[[m]],
+                                               method = "spearman", use = "complete.obs"), 0)
+agrees <- ifelse(higher_mixes_better[mixing], rho < 0, rho > 0)
+cat("\nSpearman rho of de-novo MINE with each mixing metric over the models:\n")
+print(data.frame(metric = mixing, rho = round(rho, 3), agrees = agrees), row.names = FALSE)
+cat("\nmodels ranked by de-novo MINE (least dependent first):",
+    paste(rownames(res)[order(res$`de-novo MINE (held-out)`)], collapse = " < "), "\n")

@@ -147,7 +147,8 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
             let t = types
                 .iter()
                 .position(|l| l == name)
-                .ok_or(format!("cell type `{name}` is not in `{label_key}`"))? as u32;
+                .ok_or(format!("cell type `{name}` is not in `{label_key}`"))?
+                as u32;
             (0..counts.n_rows)
                 .filter(|&r| !(cell_type[r] == t && condition[r] == to_code))
                 .collect()
@@ -242,7 +243,15 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
     for s in &scores {
         println!(
             "{}\t{}\t{}\t{:.4}\t{:.4}\t{:.4}\t{:.4}\t{:.4}\t{:.4}",
-            types[s.cell_type], s.n_from, s.n_to, s.r2_top, s.mae_top, s.r2_all, s.mae_all, s.bias_up, s.bias_down
+            types[s.cell_type],
+            s.n_from,
+            s.n_to,
+            s.r2_top,
+            s.mae_top,
+            s.r2_all,
+            s.mae_all,
+            s.bias_up,
+            s.bias_down
         );
     }
     if let Some(path) = out_scores {
@@ -252,7 +261,16 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
             writeln!(
                 f,
                 "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                types[s.cell_type], s.n_from, s.n_to, s.r2_top, s.mae_top, s.r2_all, s.mae_all, s.bias_up, s.bias_down, s.n_up
+                types[s.cell_type],
+                s.n_from,
+                s.n_to,
+                s.r2_top,
+                s.mae_top,
+                s.r2_all,
+                s.mae_all,
+                s.bias_up,
+                s.bias_down,
+                s.n_up
             )
             .map_err(|e| e.to_string())?;
         }

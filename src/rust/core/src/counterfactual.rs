@@ -164,6 +164,7 @@ pub fn score_changes(
 
 /// Per cell type with at least `min_cells` cells in both conditions: the predicted change from
 /// condition `from` to `to` against the observed one (`data.batch` holds the conditions).
+#[allow(clippy::too_many_arguments)]
 pub fn counterfactual_scores(
     model: &ScviModel,
     data: CountsAndBatch<'_>,
@@ -212,9 +213,16 @@ pub fn counterfactual_scores(
     Ok(kept
         .into_iter()
         .map(|t| {
-            let observed: Vec<f64> = obs_to[t].iter().zip(&obs_from[t]).map(|(a, b)| a - b).collect();
-            let predicted: Vec<f64> =
-                pred_to[t].iter().zip(&pred_from[t]).map(|(a, b)| a - b).collect();
+            let observed: Vec<f64> = obs_to[t]
+                .iter()
+                .zip(&obs_from[t])
+                .map(|(a, b)| a - b)
+                .collect();
+            let predicted: Vec<f64> = pred_to[t]
+                .iter()
+                .zip(&pred_from[t])
+                .map(|(a, b)| a - b)
+                .collect();
             let (r2_top, mae_top, r2_all, mae_all, bias_up, bias_down, n_up) =
                 score_changes(&observed, &predicted, n_top);
             CounterfactualScore {
@@ -249,13 +257,17 @@ mod tests {
         assert!((r2 - 1.0).abs() < 1e-12);
         // Top 3 by |change|: 2.0, -1.5, 1.0 -> errors 1.0, 0.75, 0.5.
         assert!((mae - 0.75).abs() < 1e-12, "{mae}");
-        assert!((up - -0.75).abs() < 1e-12 && (down - 0.75).abs() < 1e-12, "{up} {down}");
+        assert!(
+            (up - -0.75).abs() < 1e-12 && (down - 0.75).abs() < 1e-12,
+            "{up} {down}"
+        );
     }
 
     #[test]
     fn observed_means_are_logs_of_mean_normalised_expression() {
         // Two cells, two genes: [1, 3] (total 4) and [2, 0] (total 2).
-        let counts = CsrMatrix::new(2, 2, vec![0, 2, 3], vec![0, 1, 0], vec![1.0, 3.0, 2.0]).unwrap();
+        let counts =
+            CsrMatrix::new(2, 2, vec![0, 2, 3], vec![0, 1, 0], vec![1.0, 3.0, 2.0]).unwrap();
         let (means, sizes) = observed_log_means(&counts, &[Some(0), Some(0)], 1);
         assert_eq!(sizes, vec![2]);
         let expect0 = (SCALE * (0.25 + 1.0) / 2.0).ln_1p();

@@ -3,8 +3,8 @@
 
 use cellweave_core::counterfactual::counterfactual_scores;
 use cellweave_core::models::scvi::CountsAndBatch;
-use cellweave_core::penalties::mine::{EstimateConfig, estimate};
 use cellweave_core::penalties::MineConfig;
+use cellweave_core::penalties::mine::{EstimateConfig, estimate};
 use extendr_api::Result;
 use extendr_api::prelude::*;
 
@@ -54,8 +54,16 @@ fn cw_counterfactual_scores(
     };
     let list = List::from_names_and_values(
         [
-            "cell_type", "n_from", "n_to", "r2_top", "mae_top", "r2_all", "mae_all", "bias_up",
-            "bias_down", "n_up",
+            "cell_type",
+            "n_from",
+            "n_to",
+            "r2_top",
+            "mae_top",
+            "r2_all",
+            "mae_all",
+            "bias_up",
+            "bias_down",
+            "n_up",
         ],
         [
             scores
@@ -89,7 +97,11 @@ fn cw_mine_estimate(
     n_conditions: f64,
     options: List,
 ) -> Result<Robj> {
-    let embedding = dense_from_r(doubles(&embedding, "embedding")?, n_cells as usize, n_dims as usize)?;
+    let embedding = dense_from_r(
+        doubles(&embedding, "embedding")?,
+        n_cells as usize,
+        n_dims as usize,
+    )?;
     let codes = codes_from_r(ints(&condition, "condition")?, "condition")?;
     let o = Options(&options);
     let config = EstimateConfig {
@@ -105,7 +117,9 @@ fn cw_mine_estimate(
         train_size: o.f64("train_size")?,
         seed: o.usize("seed")? as u64,
     };
-    let device = to_r(cellweave_core::device::ComputeDevice::parse(&o.string("device")?))?;
+    let device = to_r(cellweave_core::device::ComputeDevice::parse(
+        &o.string("device")?,
+    ))?;
     let device = to_r(device.burn_device())?;
     let result = to_r(estimate(
         &embedding,

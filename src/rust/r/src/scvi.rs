@@ -65,7 +65,10 @@ fn penalty_spec(o: &Options) -> Result<Option<PenaltySpec>> {
         .try_into()
         .map_err(|_| Error::Other("option `penalty` must be a list".into()))?;
     let p = Options(&list);
-    let mut spec = to_r(PenaltySpec::default_for(&p.string("name")?, p.f64("weight")?))?;
+    let mut spec = to_r(PenaltySpec::default_for(
+        &p.string("name")?,
+        p.f64("weight")?,
+    ))?;
     match &mut spec.kind {
         PenaltyKind::Mmd { bandwidths, .. } => {
             if let Some(b) = p.optional("bandwidths") {

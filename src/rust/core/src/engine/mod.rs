@@ -419,11 +419,16 @@ impl<'r> StepContext<'r> {
         let x = tensor_2d(dense, n, g, &self.device);
         let mean = head.scale.forward(hidden.clone());
         let sd = burn::tensor::activation::softplus(
-            head.sd.as_ref().expect("a Gaussian head has an sd layer").forward(hidden),
+            head.sd
+                .as_ref()
+                .expect("a Gaussian head has an sd layer")
+                .forward(hidden),
             1.0,
         )
         .add_scalar(0.01);
-        let z2 = ((x - mean) / sd.clone().expand([n, g])).powi_scalar(2).sum_dim(1);
+        let z2 = ((x - mean) / sd.clone().expand([n, g]))
+            .powi_scalar(2)
+            .sum_dim(1);
         (z2 + sd.log().mul_scalar(2.0 * g as f64))
             .add_scalar(g as f64 * 1.837_877_066_409_345_5)
             .mul_scalar(-0.5)

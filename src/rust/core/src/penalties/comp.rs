@@ -23,7 +23,10 @@ pub struct Comp {
 pub fn pairwise_log_posterior(z: Tensor<2>, mean: Tensor<2>, var: Tensor<2>) -> Tensor<2> {
     let [n, d] = z.dims();
     let precision = var.clone().recip();
-    let z2_term = z.clone().powi_scalar(2).matmul(precision.clone().transpose());
+    let z2_term = z
+        .clone()
+        .powi_scalar(2)
+        .matmul(precision.clone().transpose());
     let cross = z.matmul((mean.clone() * precision.clone()).transpose());
     let mean_term = (mean.powi_scalar(2) * precision).sum_dim(1).transpose();
     // sum_d (z_id - m_jd)^2 / v_jd, expanded into matrix products; >= 0 up to rounding.
@@ -39,12 +42,7 @@ fn masked_log_mean_exp(log_values: Tensor<2>, log_mask: Tensor<2>, counts: Tenso
     let masked = log_values + log_mask;
     let max = masked.clone().max_dim(1).detach();
     let [n, m] = masked.dims();
-    (masked - max.clone().expand([n, m]))
-        .exp()
-        .sum_dim(1)
-        .log()
-        + max
-        - counts.log()
+    (masked - max.clone().expand([n, m])).exp().sum_dim(1).log() + max - counts.log()
 }
 
 /// The CoMP penalty of a minibatch: the mean over the cells that have both another cell of

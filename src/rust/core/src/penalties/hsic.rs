@@ -35,7 +35,10 @@ pub fn hsic(x: Tensor<2>, y: Tensor<2>) -> Tensor<1> {
     let joint = (kx.clone() * ky.clone()).mean();
     let product = kx.clone().mean() * ky.clone().mean();
     let cross = (kx.mean_dim(1) * ky.mean_dim(1)).mean().mul_scalar(2.0);
-    (joint + product - cross).clamp_min(0.0).add_scalar(1e-10).sqrt()
+    (joint + product - cross)
+        .clamp_min(0.0)
+        .add_scalar(1e-10)
+        .sqrt()
 }
 
 impl Penalty for Hsic {
@@ -49,6 +52,9 @@ impl Penalty for Hsic {
 
     fn value(&mut self, rep: &Representation, conditions: &[u32]) -> Tensor<1> {
         let device = rep.z.device();
-        hsic(rep.z.clone(), one_hot(conditions, self.n_conditions, &device))
+        hsic(
+            rep.z.clone(),
+            one_hot(conditions, self.n_conditions, &device),
+        )
     }
 }

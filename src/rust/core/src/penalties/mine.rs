@@ -79,7 +79,12 @@ pub struct StatisticsNetwork {
 }
 
 impl StatisticsNetwork {
-    pub fn new(config: &MineConfig, d_in: usize, rng: &mut Xoshiro256PlusPlus, device: &Device) -> Self {
+    pub fn new(
+        config: &MineConfig,
+        d_in: usize,
+        rng: &mut Xoshiro256PlusPlus,
+        device: &Device,
+    ) -> Self {
         let hidden = (0..config.n_layers)
             .map(|k| {
                 let d = if k == 0 { d_in } else { config.n_hidden };
@@ -123,8 +128,7 @@ fn inputs(
 fn donsker_varadhan(t_joint: Tensor<2>, t_marginal: Tensor<2>) -> Tensor<1> {
     let n = t_marginal.dims()[0] as f64;
     let max = t_marginal.clone().max().detach();
-    let log_mean_exp =
-        (t_marginal - max.clone().reshape([1, 1])).exp().sum().log() + max - n.ln();
+    let log_mean_exp = (t_marginal - max.clone().reshape([1, 1])).exp().sum().log() + max - n.ln();
     t_joint.mean() - log_mean_exp
 }
 
@@ -140,7 +144,13 @@ struct Adversary {
 }
 
 impl Adversary {
-    fn new(config: MineConfig, n_latent: usize, n_conditions: usize, seed: u64, device: &Device) -> Self {
+    fn new(
+        config: MineConfig,
+        n_latent: usize,
+        n_conditions: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Self {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x4d49_4e45);
         let network = StatisticsNetwork::new(&config, n_latent + n_conditions, &mut rng, device);
         Self {
@@ -156,7 +166,10 @@ impl Adversary {
     /// One ascent step of T on detached `z`: the bias-corrected surrogate
     /// -(mean T(joint) - mean exp T(marginal) / moving average).
     fn step(&mut self, z: Tensor<2>, conditions: &[u32]) -> Result<()> {
-        let network = self.network.take().expect("the network is put back after each step");
+        let network = self
+            .network
+            .take()
+            .expect("the network is put back after each step");
         let (joint, marginal) = inputs(z, conditions, self.n_conditions, &mut self.rng);
         let t_joint = network.forward(joint);
         let exp_marginal = network.forward(marginal).exp();
@@ -182,13 +195,18 @@ impl Adversary {
     }
 
     fn network(&self) -> &StatisticsNetwork {
-        self.network.as_ref().expect("the network is put back after each step")
+        self.network
+            .as_ref()
+            .expect("the network is put back after each step")
     }
 
     /// The bound on `z` (with gradient through `z` when it has one).
     fn bound(&mut self, z: Tensor<2>, conditions: &[u32]) -> Tensor<1> {
         let (joint, marginal) = inputs(z, conditions, self.n_conditions, &mut self.rng);
-        let network = self.network.as_ref().expect("the network is put back after each step");
+        let network = self
+            .network
+            .as_ref()
+            .expect("the network is put back after each step");
         donsker_varadhan(network.forward(joint), network.forward(marginal))
     }
 }
@@ -301,7 +319,10 @@ pub fn estimate(
     }
     let n_train = ((config.train_size * n as f64).round() as usize).clamp(1, n.saturating_sub(1));
     if n < 4 || n_train < 2 || n - n_train < 2 {
-        return Err(Error::invalid("embedding", format!("needs at least 4 cells, got {n}")));
+        return Err(Error::invalid(
+            "embedding",
+            format!("needs at least 4 cells, got {n}"),
+        ));
     }
     let ad = device.clone().autodiff();
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
@@ -334,13 +355,23 @@ pub fn estimate(
         }
         let trained = adversary.network().valid();
         let (joint, marginal) = inputs(z_train.clone(), &s_train, n_conditions, &mut adversary.rng);
-        history.push(f64::from(to_host(donsker_varadhan(trained.forward(joint), trained.forward(marginal)))[0]));
+        history.push(f64::from(
+            to_host(donsker_varadhan(
+                trained.forward(joint),
+                trained.forward(marginal),
+            ))[0],
+        ));
     }
     let trained = adversary.network().valid();
     let mut bound_on = |cells: &[usize]| -> f64 {
         let (z, s) = rows_of(cells, device);
         let (joint, marginal) = inputs(z, &s, n_conditions, &mut adversary.rng);
-        f64::from(to_host(donsker_varadhan(trained.forward(joint), trained.forward(marginal)))[0])
+        f64::from(
+            to_host(donsker_varadhan(
+                trained.forward(joint),
+                trained.forward(marginal),
+            ))[0],
+        )
     };
     let train_value = bound_on(train);
     let test_value = bound_on(test);

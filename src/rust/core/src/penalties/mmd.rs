@@ -91,7 +91,9 @@ impl Mmd {
                 None => value,
             });
         }
-        total.expect("two or more conditions").div_scalar(compared as f64)
+        total
+            .expect("two or more conditions")
+            .div_scalar(compared as f64)
     }
 }
 

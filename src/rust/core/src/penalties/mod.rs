@@ -224,7 +224,10 @@ pub(crate) fn squared_distances(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
 /// The rows of `x` at `rows`.
 pub(crate) fn select_rows(x: Tensor<2>, rows: &[usize]) -> Tensor<2> {
     let index = Tensor::<1, burn::tensor::Int>::from_data(
-        burn::tensor::TensorData::new(rows.iter().map(|&r| r as i64).collect::<Vec<_>>(), [rows.len()]),
+        burn::tensor::TensorData::new(
+            rows.iter().map(|&r| r as i64).collect::<Vec<_>>(),
+            [rows.len()],
+        ),
         &x.device(),
     );
     x.select(0, index)

@@ -15,7 +15,13 @@ fn rep_of(z: Tensor<2>, sd: f32) -> Representation {
 }
 
 /// Two conditions: half the cells shifted by `shift` in every dimension.
-fn two_conditions(n: usize, d: usize, shift: f32, seed: u64, device: &Device) -> (Tensor<2>, Vec<u32>) {
+fn two_conditions(
+    n: usize,
+    d: usize,
+    shift: f32,
+    seed: u64,
+    device: &Device,
+) -> (Tensor<2>, Vec<u32>) {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let z = standard_normal(&mut rng, n, d, device);
     let conditions: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
@@ -50,7 +56,10 @@ fn penalties_separate_shifted_conditions_and_have_gradients() {
             "{name}: same {same}, shifted {shifted}"
         );
         let g = to_host(leaf.grad(&value.backward()).expect("gradient"));
-        assert!(g.iter().all(|v| v.is_finite()) && g.iter().any(|v| v.abs() > 1e-5), "{name}");
+        assert!(
+            g.iter().all(|v| v.is_finite()) && g.iter().any(|v| v.abs() > 1e-5),
+            "{name}"
+        );
     }
 }
 
@@ -62,14 +71,24 @@ fn comp_pairwise_log_posterior_matches_the_direct_density() {
     let (n, d) = (5, 3);
     let z = standard_normal(&mut rng, n, d, &device);
     let mean = standard_normal(&mut rng, n, d, &device);
-    let var = standard_normal(&mut rng, n, d, &device).powi_scalar(2).add_scalar(0.1);
-    let got = to_host(comp::pairwise_log_posterior(z.clone(), mean.clone(), var.clone()));
+    let var = standard_normal(&mut rng, n, d, &device)
+        .powi_scalar(2)
+        .add_scalar(0.1);
+    let got = to_host(comp::pairwise_log_posterior(
+        z.clone(),
+        mean.clone(),
+        var.clone(),
+    ));
     let (z, mean, var) = (to_host(z), to_host(mean), to_host(var));
     for i in 0..n {
         for j in 0..n {
             let direct: f64 = (0..d)
                 .map(|k| {
-                    let (x, m, v) = (z[i * d + k] as f64, mean[j * d + k] as f64, var[j * d + k] as f64);
+                    let (x, m, v) = (
+                        z[i * d + k] as f64,
+                        mean[j * d + k] as f64,
+                        var[j * d + k] as f64,
+                    );
                     -0.5 * ((x - m).powi(2) / v + v.ln() + (2.0 * std::f64::consts::PI).ln())
                 })
                 .sum();
@@ -89,13 +108,17 @@ fn comp_penalty_is_the_log_ratio_of_posterior_mixtures() {
     let value = scalar(comp::comp_penalty(&rep_of(z, sd as f32), &codes));
     let zs: [f64; 5] = [0.0, 0.3, 2.0, 2.5, 0.1];
     let log_q = |i: usize, j: usize| -> f64 {
-        -0.5 * ((zs[i] - zs[j]).powi(2) / (sd * sd) + (sd * sd).ln() + (2.0 * std::f64::consts::PI).ln())
+        -0.5 * ((zs[i] - zs[j]).powi(2) / (sd * sd)
+            + (sd * sd).ln()
+            + (2.0 * std::f64::consts::PI).ln())
     };
     let mut expected = 0.0;
     for i in 0..5 {
         let own: Vec<usize> = (0..5).filter(|&j| j != i && codes[j] == codes[i]).collect();
         let other: Vec<usize> = (0..5).filter(|&j| codes[j] != codes[i]).collect();
-        let mix = |js: &[usize]| (js.iter().map(|&j| log_q(i, j).exp()).sum::<f64>() / js.len() as f64).ln();
+        let mix = |js: &[usize]| {
+            (js.iter().map(|&j| log_q(i, j).exp()).sum::<f64>() / js.len() as f64).ln()
+        };
         expected += mix(&own) - mix(&other);
     }
     expected /= 5.0;
@@ -114,7 +137,10 @@ fn mmd_matches_a_hand_computed_value() {
         site: MmdSite::Latent,
         bandwidths: vec![1.5],
     };
-    let got = scalar(mmd.of(tensor_2d(x.iter().map(|&v| v as f32).collect(), 4, 1, &device), &codes));
+    let got = scalar(mmd.of(
+        tensor_2d(x.iter().map(|&v| v as f32).collect(), 4, 1, &device),
+        &codes,
+    ));
     let mean = 2.0;
     let sd = ((x.iter().map(|v| (v - mean).powi(2)).sum::<f64>()) / 3.0).sqrt();
     let s: Vec<f64> = x.iter().map(|v| (v - mean) / sd).collect();
@@ -137,7 +163,11 @@ fn mmd_matches_a_hand_computed_value() {
 /// Gamma(d/2) up to the seed's factor 2 / sqrt(2)); seed 000's d = 10 gives gamma = 0.0263.
 #[test]
 fn hsic_bandwidth_follows_the_seed() {
-    assert!((hsic::gamma_for(10) - 0.0263).abs() < 1e-4, "{}", hsic::gamma_for(10));
+    assert!(
+        (hsic::gamma_for(10) - 0.0263).abs() < 1e-4,
+        "{}",
+        hsic::gamma_for(10)
+    );
 }
 
 /// Validation names the argument: one condition, minibatches too small, bad weights.
@@ -148,9 +178,18 @@ fn penalty_settings_are_checked() {
     assert!(e.contains("condition"), "{e}");
     let e = spec.validate(3, 5).unwrap_err().to_string();
     assert!(e.contains("batch_size") && e.contains(">= 6"), "{e}");
-    let e = PenaltySpec::default_for("comp", -1.0).unwrap().validate(2, 128).unwrap_err().to_string();
+    let e = PenaltySpec::default_for("comp", -1.0)
+        .unwrap()
+        .validate(2, 128)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("penalty_weight"), "{e}");
-    assert!(PenaltySpec::default_for("nope", 1.0).unwrap_err().to_string().contains("penalty"));
+    assert!(
+        PenaltySpec::default_for("nope", 1.0)
+            .unwrap_err()
+            .to_string()
+            .contains("penalty")
+    );
 }
 
 /// MINE: the adversary learns a dependence that is there (a large bound on shifted
@@ -187,7 +226,10 @@ fn mine_estimate_detects_dependence() {
     let independent = mine::estimate(&mixed, &codes, 2, &config, &device, &mut || false).unwrap();
     // I(z; s) <= ln 2 = 0.693 for a balanced binary s; well separated conditions approach it
     // (a bound on 300 held-out cells has some noise of its own).
-    assert!(dependent.test > 0.4 && dependent.test < 0.85, "{dependent:?}");
+    assert!(
+        dependent.test > 0.4 && dependent.test < 0.85,
+        "{dependent:?}"
+    );
     assert!(independent.test.abs() < 0.1, "{:?}", independent.test);
     assert_eq!(dependent.history.len(), 20);
 }
@@ -216,8 +258,10 @@ fn mine_penalty_trains_its_adversary() {
     let leaf = rep.z.clone().require_grad();
     let value = penalty.value(&rep_of(leaf.clone(), 0.1), &codes);
     let after = scalar(value.clone());
-    assert!(after > before + 0.2 && after < 0.75, "before {before}, after {after}");
+    assert!(
+        after > before + 0.2 && after < 0.75,
+        "before {before}, after {after}"
+    );
     let g = to_host(leaf.grad(&value.backward()).expect("gradient"));
     assert!(g.iter().any(|v| v.abs() > 1e-6));
 }
-

@@ -5,8 +5,8 @@
 pub mod adam;
 mod trainer;
 
-pub use trainer::{EVAL_CHUNK, Fit, ParamGroup, Trainable, TrainingPlan, evaluate, fit};
 pub(crate) use trainer::adam;
+pub use trainer::{EVAL_CHUNK, Fit, ParamGroup, Trainable, TrainingPlan, evaluate, fit};
 
 use rand::RngExt;
 use rand::rngs::Xoshiro256PlusPlus;

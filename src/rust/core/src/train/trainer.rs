@@ -100,7 +100,12 @@ impl TrainingPlan {
     ) -> Result<Self> {
         if let Some(spec) = &config.penalty {
             spec.validate(n_conditions, config.batch_size)?;
-            let penalty = spec.build(n_conditions, n_latent, config.seed, &device.clone().autodiff());
+            let penalty = spec.build(
+                n_conditions,
+                n_latent,
+                config.seed,
+                &device.clone().autodiff(),
+            );
             self.penalties.push((penalty, annotation));
             self.sampler = Sampler::Balanced { annotation };
         }

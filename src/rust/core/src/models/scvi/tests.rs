@@ -628,7 +628,11 @@ fn the_cvae_trains_with_each_penalty_and_round_trips() {
     let mut ctx = StepContext::new(Engine::Tensor, Mode::Train, Device::flex(), &mut rng);
     let mb = ctx.minibatch(&cells, (0..40).collect());
     let inference = module.inference(&mut ctx, &mb);
-    assert!(to_host(inference.qz.var.clone()).iter().all(|&v| (v - 0.01).abs() < 1e-7));
+    assert!(
+        to_host(inference.qz.var.clone())
+            .iter()
+            .all(|&v| (v - 0.01).abs() < 1e-7)
+    );
     for name in ["mmd", "trvae", "comp", "mine", "hsic"] {
         let config = TrainConfig {
             max_epochs: Some(2),
@@ -653,12 +657,20 @@ fn the_cvae_trains_with_each_penalty_and_round_trips() {
         assert_eq!(last.train.extra[0].0, term);
         assert!(last.train.extra[0].1.is_finite(), "{name}");
         // The KL weight scales the KL term in the objective.
-        let expected = last.train.reconstruction + 1e-3 * last.train.kl_z + 2.0 * last.train.extra[0].1;
-        assert!((last.train.loss - expected).abs() < 1e-5 * expected.abs(), "{name}");
+        let expected =
+            last.train.reconstruction + 1e-3 * last.train.kl_z + 2.0 * last.train.extra[0].1;
+        assert!(
+            (last.train.loss - expected).abs() < 1e-5 * expected.abs(),
+            "{name}"
+        );
         let z = model.latent(data).unwrap();
-        let reloaded =
-            ScviModel::from_parts(arch.clone(), &model.weights_bytes(), ComputeDevice::Flex, Engine::Tensor)
-                .unwrap();
+        let reloaded = ScviModel::from_parts(
+            arch.clone(),
+            &model.weights_bytes(),
+            ComputeDevice::Flex,
+            Engine::Tensor,
+        )
+        .unwrap();
         for (a, b) in z.data.iter().zip(&reloaded.latent(data).unwrap().data) {
             assert!((a - b).abs() < 1e-5, "{name}: reloaded {b} vs {a}");
         }
@@ -668,10 +680,17 @@ fn the_cvae_trains_with_each_penalty_and_round_trips() {
         penalty: Some(crate::penalties::PenaltySpec::default_for("comp", 1.0).unwrap()),
         ..TrainConfig::default()
     };
-    let e = ScviModel::train(arch, &too_small, data, ComputeDevice::Flex, Engine::HostFused, &mut Silent)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = ScviModel::train(
+        arch,
+        &too_small,
+        data,
+        ComputeDevice::Flex,
+        Engine::HostFused,
+        &mut Silent,
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(e.contains("batch_size"), "{e}");
 }
 
@@ -694,7 +713,12 @@ fn the_gaussian_head_scores_log_normalised_expression() {
     };
     let cells = data.prepare(&arch).unwrap();
     let device = Device::flex();
-    let module = ScviModule::new(&arch, None, &mut Xoshiro256PlusPlus::seed_from_u64(1), &device);
+    let module = ScviModule::new(
+        &arch,
+        None,
+        &mut Xoshiro256PlusPlus::seed_from_u64(1),
+        &device,
+    );
     let rows: Vec<usize> = (0..20).collect();
     let mut per_engine = Vec::new();
     for engine in [Engine::HostFused, Engine::Tensor] {
@@ -702,8 +726,15 @@ fn the_gaussian_head_scores_log_normalised_expression() {
         let mut ctx = StepContext::new(engine, Mode::Predict, device.clone(), &mut rng);
         let mb = ctx.minibatch(&cells, rows.clone());
         let inference = module.inference(&mut ctx, &mb);
-        let hidden = module.decoder.hidden(&mut ctx, inference.qz.mean.clone(), &inference.batch);
-        let ll = to_host(ctx.count_log_likelihood(&module.decoder.head, hidden.clone(), inference.log_library.clone(), &mb));
+        let hidden = module
+            .decoder
+            .hidden(&mut ctx, inference.qz.mean.clone(), &inference.batch);
+        let ll = to_host(ctx.count_log_likelihood(
+            &module.decoder.head,
+            hidden.clone(),
+            inference.log_library.clone(),
+            &mb,
+        ));
         let mean = to_host(module.decoder.head.scale.forward(hidden.clone()));
         let sd_pre = to_host(module.decoder.head.sd.as_ref().unwrap().forward(hidden));
         for (i, &r) in rows.iter().enumerate() {
@@ -719,11 +750,21 @@ fn the_gaussian_head_scores_log_normalised_expression() {
                     -0.5 * (z * z + (2.0 * std::f64::consts::PI).ln()) - sd.ln()
                 })
                 .sum();
-            assert!((ll[i] as f64 - direct).abs() < 1e-3 * direct.abs().max(1.0), "{engine:?} cell {r}: {} vs {direct}", ll[i]);
+            assert!(
+                (ll[i] as f64 - direct).abs() < 1e-3 * direct.abs().max(1.0),
+                "{engine:?} cell {r}: {} vs {direct}",
+                ll[i]
+            );
         }
         per_engine.push(ll);
     }
-    close(&per_engine[0], &per_engine[1], 1e-5, 1e-4, "Gaussian log-likelihood");
+    close(
+        &per_engine[0],
+        &per_engine[1],
+        1e-5,
+        1e-4,
+        "Gaussian log-likelihood",
+    );
     let config = TrainConfig {
         max_epochs: Some(6),
         batch_size: 30,
@@ -731,13 +772,25 @@ fn the_gaussian_head_scores_log_normalised_expression() {
         n_epochs_kl_warmup: 0,
         ..TrainConfig::default()
     };
-    let model = ScviModel::train(arch, &config, data, ComputeDevice::Flex, Engine::HostFused, &mut Silent).unwrap();
+    let model = ScviModel::train(
+        arch,
+        &config,
+        data,
+        ComputeDevice::Flex,
+        Engine::HostFused,
+        &mut Silent,
+    )
+    .unwrap();
     assert!(model.history[5].train.reconstruction < model.history[0].train.reconstruction);
     let mut sums = Vec::new();
     model
-        .normalized_expression(data, &[1], LibraryScale::Constant(1.0), None, &mut |_, block| {
-            sums.extend(block.chunks(12).map(|r| r.iter().sum::<f32>()))
-        })
+        .normalized_expression(
+            data,
+            &[1],
+            LibraryScale::Constant(1.0),
+            None,
+            &mut |_, block| sums.extend(block.chunks(12).map(|r| r.iter().sum::<f32>())),
+        )
         .unwrap();
     assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-4));
 }
