@@ -86,3 +86,26 @@ pub fn gene_columns(gene_ids: &[String], path: &std::path::Path) -> Result<Vec<u
         })
         .collect()
 }
+
+/// A data folder's counts (cells x genes; on the genes listed in `genes` when given, in that
+/// file's order) and its cells.tsv table.
+pub fn read_folder(
+    dir: &std::path::Path,
+    genes: Option<&std::path::Path>,
+) -> Result<
+    (
+        cellweave_core::data::CsrMatrix,
+        cellweave_core::data::mtx::Table,
+    ),
+    String,
+> {
+    use cellweave_core::data::mtx::{Table, read_first_column, read_mtx_genes_by_cells};
+    let err = |e: cellweave_core::Error| e.to_string();
+    let mut counts = read_mtx_genes_by_cells(&dir.join("counts.mtx.gz")).map_err(err)?;
+    if let Some(path) = genes {
+        let gene_ids = read_first_column(&dir.join("genes.tsv")).map_err(err)?;
+        counts = counts.select_cols(&gene_columns(&gene_ids, path)?);
+    }
+    let cells = Table::read(&dir.join("cells.tsv")).map_err(err)?;
+    Ok((counts, cells))
+}

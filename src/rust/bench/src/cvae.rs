@@ -8,14 +8,14 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use cellweave_core::counterfactual::counterfactual_scores;
-use cellweave_core::data::mtx::{Table, encode_labels, read_first_column, read_mtx_genes_by_cells};
+use cellweave_core::data::mtx::encode_labels;
 use cellweave_core::device::ComputeDevice;
 use cellweave_core::engine::Engine;
 use cellweave_core::models::scvi::{CountsAndBatch, ScviArchitecture, ScviModel};
 use cellweave_core::penalties::{PenaltySpec, mine};
 use cellweave_core::train::TrainConfig;
 
-use crate::common::{gene_columns, number, option_name, set_threads, value};
+use crate::common::{number, option_name, read_folder, set_threads, value};
 use crate::scvi::Progress;
 
 const USAGE: &str =
@@ -87,15 +87,10 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
     }
     let err = |e: cellweave_core::Error| e.to_string();
 
-    let mut counts = read_mtx_genes_by_cells(&data.join("counts.mtx.gz")).map_err(err)?;
-    let gene_ids = read_first_column(&data.join("genes.tsv")).map_err(err)?;
-    let cells = Table::read(&data.join("cells.tsv")).map_err(err)?;
+    let (mut counts, cells) = read_folder(&data, genes.as_deref())?;
     let mut cell_ids = cells.column("cell_id").map_err(err)?;
     let (mut condition, levels) = encode_labels(&cells.column(&condition_key).map_err(err)?);
     let (mut cell_type, types) = encode_labels(&cells.column(&label_key).map_err(err)?);
-    if let Some(path) = &genes {
-        counts = counts.select_cols(&gene_columns(&gene_ids, path)?);
-    }
     if let Some(m) = max_cells.filter(|&m| m < counts.n_rows) {
         let rows: Vec<usize> = (0..m).map(|i| i * counts.n_rows / m).collect();
         counts = counts.select_rows(&rows);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use cellweave_core::data::DenseMatrix;
-use cellweave_core::data::mtx::{Table, encode_labels, read_first_column, read_mtx_genes_by_cells};
+use cellweave_core::data::mtx::{Table, encode_labels};
 use cellweave_core::device::ComputeDevice;
 use cellweave_core::engine::Engine;
 use cellweave_core::label_transfer::knn_vote;
@@ -20,7 +20,7 @@ use cellweave_core::models::scvi::{CountsAndBatch, ScviArchitecture, ScviModel};
 use cellweave_core::train::{EpochRecord, TrainConfig, TrainingObserver};
 
 use crate::common::{
-    gene_columns, number, option_name, peak_rss_mib, process_cpu_seconds, set_threads, value,
+    number, option_name, peak_rss_mib, process_cpu_seconds, read_folder, set_threads, value,
 };
 
 const USAGE: &str = "usage: cellweave-bench scanvi --data DIR --labels FILE [--genes FILE]
@@ -127,15 +127,10 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
     }
     let err = |e: cellweave_core::Error| e.to_string();
 
-    let mut counts = read_mtx_genes_by_cells(&data.join("counts.mtx.gz")).map_err(err)?;
-    let gene_ids = read_first_column(&data.join("genes.tsv")).map_err(err)?;
-    let cells = Table::read(&data.join("cells.tsv")).map_err(err)?;
+    let (counts, cells) = read_folder(&data, genes.as_deref())?;
     let cell_ids = cells.column("cell_id").map_err(err)?;
     let truth = cells.column(&truth_key).map_err(err)?;
     let (batch, batch_levels) = encode_labels(&cells.column(&batch_key).map_err(err)?);
-    if let Some(path) = &genes {
-        counts = counts.select_cols(&gene_columns(&gene_ids, path)?);
-    }
     let given = Table::read(&labels_file).map_err(err)?;
     let given: HashMap<String, String> = given
         .column("cell_id")

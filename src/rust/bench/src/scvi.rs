@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use cellweave_core::data::mtx::{Table, encode_labels, read_first_column, read_mtx_genes_by_cells};
+use cellweave_core::data::mtx::encode_labels;
 use cellweave_core::device::ComputeDevice;
 use cellweave_core::distributions::GeneLikelihood;
 use cellweave_core::engine::Engine;
@@ -13,7 +13,7 @@ use cellweave_core::models::scvi::{CountsAndBatch, ScviArchitecture, ScviModel};
 use cellweave_core::train::{EpochRecord, TrainConfig, TrainingObserver};
 
 use crate::common::{
-    gene_columns, number, option_name, peak_rss_mib, process_cpu_seconds, set_threads, value,
+    number, option_name, peak_rss_mib, process_cpu_seconds, read_folder, set_threads, value,
 };
 
 const USAGE: &str =
@@ -85,16 +85,9 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
     let err = |e: cellweave_core::Error| e.to_string();
 
     let t_load = Instant::now();
-    let mut counts = read_mtx_genes_by_cells(&data.join("counts.mtx.gz")).map_err(err)?;
-    let gene_ids = read_first_column(&data.join("genes.tsv")).map_err(err)?;
-    let cells = Table::read(&data.join("cells.tsv")).map_err(err)?;
-    let cell_ids = cells.column("cell_id").map_err(err)?;
+    let (mut counts, cells) = read_folder(&data, genes.as_deref())?;
+    let mut cell_ids = cells.column("cell_id").map_err(err)?;
     let (mut batch, levels) = encode_labels(&cells.column(&batch_key).map_err(err)?);
-    let mut cell_ids = cell_ids;
-    if let Some(path) = &genes {
-        let cols = gene_columns(&gene_ids, path)?;
-        counts = counts.select_cols(&cols);
-    }
     if let Some(m) = max_cells.filter(|&m| m < counts.n_rows) {
         // An evenly spaced subset keeps both batches.
         let rows: Vec<usize> = (0..m).map(|i| i * counts.n_rows / m).collect();
