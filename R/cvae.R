@@ -30,7 +30,9 @@
 #' @param penalty_weight The penalty's weight in the loss (CoMP's is 1; MMD, MINE and HSIC
 #'   values are of order 1 against a reconstruction of hundreds of nats, so they need more).
 #' @param penalty_options A list of the penalty's settings: `bandwidths` for `"mmd"` and
-#'   `"trvae"`; `mine_hidden` (128), `mine_layers` (10), `mine_lr` (5e-5), `mine_steps` (5
+#'   `"trvae"`; `include_self` for `"comp"` (`TRUE`, default: a cell counts in its
+#'   own condition's mixture, as the paper's eq. 4 prints it, which bounds the penalty;
+#'   `FALSE`: left out, as CoMP's code does, which leaves it unbounded below and can over-mix); `mine_hidden` (128), `mine_layers` (10), `mine_lr` (5e-5), `mine_steps` (5
 #'   steps of the statistics network before each VAE step) and `mine_moving_average` (0.001)
 #'   for `"mine"`.
 #' @param posterior_sd A fixed standard deviation of q(z | x, c) (CoMP's 0.1), or `NULL` to

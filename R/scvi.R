@@ -122,6 +122,7 @@ calculateSCVI <- function(x, batch = NULL, n_latent = 10, n_hidden = 128, n_laye
     if (!is.list(penalty_options)) .stop_arg("penalty_options", "must be a list.")
     allowed <- switch(penalty,
         mmd = , trvae = "bandwidths",
+        comp = "include_self",
         mine = c("mine_hidden", "mine_layers", "mine_lr", "mine_steps", "mine_moving_average"),
         character(0))
     unknown <- setdiff(names(penalty_options), allowed)
@@ -136,6 +137,9 @@ calculateSCVI <- function(x, batch = NULL, n_latent = 10, n_hidden = 128, n_laye
             .stop_arg("penalty_options", "$bandwidths must be positive numbers.")
         }
         o$bandwidths <- as.double(b)
+    }
+    if (!is.null(penalty_options$include_self)) {
+        o$include_self <- .check_flag(penalty_options$include_self, "penalty_options$include_self")
     }
     ints <- c(mine_hidden = 1, mine_layers = 1, mine_steps = 1)
     for (k in intersect(names(penalty_options), names(ints))) {

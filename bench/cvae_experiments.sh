@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 10's side-by-side run on kang_ifnb (hvg2000, condition = batch, label = cell_type):
-# CVAE, CVAE+MMD (z), trVAE-style MMD (decoder's first layer), CVAE+CoMP, CVAE+MINE, scVI and
+# CVAE, CVAE+MMD (z), trVAE-style MMD (decoder's first layer), CVAE+CoMP (both forms), CVAE+MINE, scVI and
 # scVI+HSIC, each trained on all cells (latent, counterfactual scores) and with the stimulated
 # CD14 monocytes held out (counterfactual scores). Two queues, one thread each. Then
 # bench/cvae_metrics.R scores the latents (scIB and seed metrics, de-novo MINE).
@@ -13,11 +13,13 @@ BIN=${CARGO_TARGET_DIR:-$HOME/.cache/cellweave-target}/release/cellweave-bench
 DATA=../shared/data/kang_ifnb
 CVAE_EPOCHS=${CVAE_EPOCHS:-40}
 SCVI_EPOCHS=${SCVI_EPOCHS:-100}
-# name model penalty weight
+# name model penalty weight [extra flag]; cvae_comp_leave_out: CoMP with the cell left out of
+# its own mixture (the form that diverged with the CD14 monocytes held out).
 MODELS="cvae:cvae:none:0
 cvae_mmd:cvae:mmd:100
 trvae_mmd:cvae:trvae:100
 cvae_comp:cvae:comp:1
+cvae_comp_leave_out:cvae:comp:1:--comp-leave-self-out
 cvae_mine:cvae:mine:100
 scvi:scvi:none:0
 scvi_hsic:scvi:hsic:100"
@@ -31,13 +33,13 @@ run() { # name model penalty weight suffix extra...
 }
 
 (
-  for m in $MODELS; do IFS=: read -r name model penalty weight <<< "$m"
-    run "$name" "$model" "$penalty" "$weight" "" --out-latent "$OUT/$name.latent.tsv"
+  for m in $MODELS; do IFS=: read -r name model penalty weight extra <<< "$m"
+    run "$name" "$model" "$penalty" "$weight" "" --out-latent "$OUT/$name.latent.tsv" $extra
   done
 ) &
 (
-  for m in $MODELS; do IFS=: read -r name model penalty weight <<< "$m"
-    run "$name" "$model" "$penalty" "$weight" "_ood" --holdout-type "CD14 Mono"
+  for m in $MODELS; do IFS=: read -r name model penalty weight extra <<< "$m"
+    run "$name" "$model" "$penalty" "$weight" "_ood" --holdout-type "CD14 Mono" $extra
   done
 ) &
 wait

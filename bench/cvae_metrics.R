@@ -9,7 +9,8 @@ out <- if (length(args)) args[1] else "bench/out/cvae"
 mine_epochs <- if (length(args) >= 2) as.integer(args[2]) else 30L
 shared <- Sys.getenv("SHARED", "../shared")
 cells <- utils::read.delim(file.path(shared, "data/kang_ifnb/cells.tsv"), check.names = FALSE)
-models <- c("cvae", "cvae_mmd", "trvae_mmd", "cvae_comp", "cvae_mine", "scvi", "scvi_hsic")
+models <- c("cvae", "cvae_mmd", "trvae_mmd", "cvae_comp", "cvae_comp_leave_out", "cvae_mine",
+            "scvi", "scvi_hsic")
 read_latent <- function(path) {
     z <- utils::read.delim(path, row.names = 1, check.names = FALSE)
     as.matrix(z[cells$cell_id, , drop = FALSE])

@@ -61,6 +61,19 @@ test_that("the Gaussian likelihood on log-normalised expression trains, decodes 
     expect_identical(latent(readRDS(path), x, cond), latent(g, x, cond))
 })
 
+test_that("CoMP counts the cell in its own mixture unless asked not to, which bounds the penalty", {
+    left_out <- attr(cvae(penalty = "comp", max_epochs = 2, seed = 4,
+                          penalty_options = list(include_self = FALSE)), "model")
+    counted <- attr(cvae(penalty = "comp", max_epochs = 2, seed = 4), "model")
+    expect_false(left_out$train$penalty$include_self)
+    expect_false(identical(counted$weights, left_out$weights))
+    # With the cell counted, its own mixture holds q(z_i | x_i): the log-ratio stays above
+    # about -log(cells of its condition in a minibatch) - d / 2 (here about -7).
+    expect_true(all(counted$history$train_comp > -log(128) - 6 / 2 - 3))
+    expect_error(cvae(penalty = "comp", penalty_options = list(include_self = NA)),
+                 "`penalty_options\\$include_self` must be TRUE or FALSE")
+})
+
 test_that("the same seed gives the same bits, and a saved model predicts the same bits", {
     again <- cvae(penalty = "comp", max_epochs = 3, seed = 1)
     expect_identical(attr(again, "model")$weights, model$weights)

@@ -12,7 +12,7 @@ use cellweave_core::data::mtx::encode_labels;
 use cellweave_core::device::ComputeDevice;
 use cellweave_core::engine::Engine;
 use cellweave_core::models::scvi::{CountsAndBatch, ScviArchitecture, ScviModel};
-use cellweave_core::penalties::{PenaltySpec, mine};
+use cellweave_core::penalties::{PenaltyKind, PenaltySpec, mine};
 use cellweave_core::train::TrainConfig;
 
 use crate::common::{number, option_name, read_folder, set_threads, value};
@@ -22,7 +22,7 @@ const USAGE: &str =
     "usage: cellweave-bench cvae --data DIR [--genes FILE] [--model cvae|scvi]
        [--penalty none|mmd|trvae|comp|mine|hsic] [--weight 1] [--epochs N] [--batch-size N]
        [--kl-weight B] [--condition-key batch] [--label-key cell_type] [--from ctrl] [--to stim]
-       [--holdout-type NAME] [--mine-epochs N] [--threads N] [--engine host|tensor] [--seed 0]
+       [--holdout-type NAME] [--comp-leave-self-out] [--mine-epochs N] [--threads N] [--engine host|tensor] [--seed 0]
        [--max-cells N] [--out-latent FILE] [--out-scores FILE]
 --holdout-type leaves the `--to` cells of that type out of training (scGen's out-of-distribution test);
 the scores are computed on all cells. CVAE defaults: CoMP's Kang settings (3 x 512, d = 40,
@@ -45,6 +45,7 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
     let (mut from, mut to) = ("ctrl".to_string(), "stim".to_string());
     let mut holdout: Option<String> = None;
     let mut mine_epochs = 0usize;
+    let mut comp_leave_self_out = false;
     let mut threads: Option<usize> = None;
     let mut engine = "host".to_string();
     let mut seed = 0u64;
@@ -69,6 +70,7 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
             "from" => from = value(&mut parser)?,
             "to" => to = value(&mut parser)?,
             "holdout-type" => holdout = Some(value(&mut parser)?),
+            "comp-leave-self-out" => comp_leave_self_out = true,
             "mine-epochs" => mine_epochs = number(&mut parser, "mine-epochs")?,
             "threads" => threads = Some(number(&mut parser, "threads")?),
             "engine" => engine = value(&mut parser)?,
@@ -132,7 +134,11 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
         config.kl_weight = k;
     }
     if penalty != "none" {
-        config.penalty = Some(PenaltySpec::default_for(&penalty, weight).map_err(err)?);
+        let mut spec = PenaltySpec::default_for(&penalty, weight).map_err(err)?;
+        if let PenaltyKind::Comp { include_self } = &mut spec.kind {
+            *include_self = !comp_leave_self_out;
+        }
+        config.penalty = Some(spec);
     }
 
     // Training cells: all, or all but the held-out type's target-condition cells.

@@ -55,8 +55,8 @@ pub(crate) fn architecture(o: &Options) -> Result<ScviArchitecture> {
 }
 
 /// The penalty of a `train` list: `penalty` is NULL or a list with `name`, `weight` and the
-/// penalty's settings (`bandwidths`; `mine_hidden`, `mine_layers`, `mine_lr`, `mine_steps`,
-/// `mine_moving_average`), each optional.
+/// penalty's settings (`bandwidths`; `include_self`; `mine_hidden`, `mine_layers`, `mine_lr`,
+/// `mine_steps`, `mine_moving_average`), each optional.
 fn penalty_spec(o: &Options) -> Result<Option<PenaltySpec>> {
     let Some(p) = o.optional("penalty") else {
         return Ok(None);
@@ -92,7 +92,12 @@ fn penalty_spec(o: &Options) -> Result<Option<PenaltySpec>> {
                 c.moving_average_rate = v;
             }
         }
-        PenaltyKind::Comp | PenaltyKind::Hsic => {}
+        PenaltyKind::Comp { include_self } => {
+            if p.optional("include_self").is_some() {
+                *include_self = p.bool("include_self")?;
+            }
+        }
+        PenaltyKind::Hsic => {}
     }
     Ok(Some(spec))
 }

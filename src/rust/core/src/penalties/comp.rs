@@ -1,6 +1,6 @@
 //! CoMP (seed 001, eq. 4-5): the contrastive mixture of posteriors. For each cell i of a
 //! minibatch, the log-ratio of the mixture of the posteriors of the cells of its own condition
-//! (itself left out) to the mixture of the posteriors of the other conditions' cells, both
+//! (itself included, or left out) to the mixture of the posteriors of the other conditions' cells, both
 //! evaluated at z_i. Zero in expectation when q(z | c) does not depend on c.
 
 use burn::tensor::Tensor;
@@ -17,6 +17,11 @@ const LOG_ZERO: f32 = -1e30;
 #[derive(Debug, Clone)]
 pub struct Comp {
     pub weight: f64,
+    /// Count the cell in its own condition's mixture, as seed 001's eq. 4 prints it (the
+    /// default). Left out (METHODS' and the reference code's form), the penalty has no lower
+    /// bound: cells can over-mix, each nearer to the other condition's posteriors than to its
+    /// own's; on Kang with stimulated CD14 monocytes held out that run diverged (issue 10).
+    pub include_self: bool,
 }
 
 /// log q(z_i | x_j) for every pair (`n x n`): row i is z_i, column j the posterior of cell j.
@@ -47,7 +52,7 @@ fn masked_log_mean_exp(log_values: Tensor<2>, log_mask: Tensor<2>, counts: Tenso
 
 /// The CoMP penalty of a minibatch: the mean over the cells that have both another cell of
 /// their condition and a cell of another condition.
-pub fn comp_penalty(rep: &Representation, conditions: &[u32]) -> Tensor<1> {
+pub fn comp_penalty(rep: &Representation, conditions: &[u32], include_self: bool) -> Tensor<1> {
     let device = rep.z.device();
     let n = conditions.len();
     let masks = condition_masks(conditions);
@@ -56,22 +61,29 @@ pub fn comp_penalty(rep: &Representation, conditions: &[u32]) -> Tensor<1> {
         masks
             .pairs
             .iter()
-            .map(|&p| if p == Some(same_side) { 0.0 } else { LOG_ZERO })
+            .map(|&p| {
+                let inside = p == Some(same_side) || (same_side && include_self && p.is_none());
+                if inside { 0.0 } else { LOG_ZERO }
+            })
             .collect()
     };
+    let n_same: Vec<f32> = masks
+        .n_same
+        .iter()
+        .map(|&c| c + if include_self { 1.0 } else { 0.0 })
+        .collect();
     let column = |v: &[f32]| tensor_2d(v.iter().map(|&c| c.max(1.0)).collect(), n, 1, &device);
     let same = masked_log_mean_exp(
         log_q.clone(),
         tensor_2d(as_log_mask(true), n, n, &device),
-        column(&masks.n_same),
+        column(&n_same),
     );
     let other = masked_log_mean_exp(
         log_q,
         tensor_2d(as_log_mask(false), n, n, &device),
         column(&masks.n_other),
     );
-    let usable: Vec<f32> = masks
-        .n_same
+    let usable: Vec<f32> = n_same
         .iter()
         .zip(&masks.n_other)
         .map(|(&s, &o)| if s > 0.0 && o > 0.0 { 1.0 } else { 0.0 })
@@ -93,6 +105,6 @@ impl Penalty for Comp {
     }
 
     fn value(&mut self, rep: &Representation, conditions: &[u32]) -> Tensor<1> {
-        comp_penalty(rep, conditions)
+        comp_penalty(rep, conditions, self.include_self)
     }
 }

@@ -43,7 +43,7 @@ pub trait Penalty {
 #[derive(Debug, Clone, PartialEq)]
 pub enum PenaltyKind {
     Mmd { site: MmdSite, bandwidths: Vec<f64> },
-    Comp,
+    Comp { include_self: bool },
     Mine(MineConfig),
     Hsic,
 }
@@ -67,7 +67,7 @@ impl PenaltySpec {
                 site: MmdSite::DecoderFirstLayer,
                 bandwidths: mmd::WIDE_BANDWIDTHS.to_vec(),
             },
-            "comp" => PenaltyKind::Comp,
+            "comp" => PenaltyKind::Comp { include_self: true },
             "mine" => PenaltyKind::Mine(MineConfig::default()),
             "hsic" => PenaltyKind::Hsic,
             other => {
@@ -93,7 +93,7 @@ impl PenaltySpec {
                 site: MmdSite::DecoderFirstLayer,
                 ..
             } => "mmd_decoder",
-            PenaltyKind::Comp => "comp",
+            PenaltyKind::Comp { .. } => "comp",
             PenaltyKind::Mine(_) => "mine",
             PenaltyKind::Hsic => "hsic",
         }
@@ -138,7 +138,7 @@ impl PenaltySpec {
                 }
             }
             PenaltyKind::Mine(c) => c.validate()?,
-            PenaltyKind::Comp | PenaltyKind::Hsic => {}
+            PenaltyKind::Comp { .. } | PenaltyKind::Hsic => {}
         }
         Ok(())
     }
@@ -157,8 +157,9 @@ impl PenaltySpec {
                 site: *site,
                 bandwidths: bandwidths.clone(),
             }),
-            PenaltyKind::Comp => Box::new(Comp {
+            PenaltyKind::Comp { include_self } => Box::new(Comp {
                 weight: self.weight,
+                include_self: *include_self,
             }),
             PenaltyKind::Mine(config) => Box::new(Mine::new(
                 config.clone(),

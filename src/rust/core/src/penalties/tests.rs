@@ -105,24 +105,35 @@ fn comp_penalty_is_the_log_ratio_of_posterior_mixtures() {
     let z = tensor_2d(vec![0.0, 0.3, 2.0, 2.5, 0.1], 5, 1, &device);
     let codes = [0u32, 0, 1, 1, 1];
     let sd = 0.7f64;
-    let value = scalar(comp::comp_penalty(&rep_of(z, sd as f32), &codes));
-    let zs: [f64; 5] = [0.0, 0.3, 2.0, 2.5, 0.1];
-    let log_q = |i: usize, j: usize| -> f64 {
-        -0.5 * ((zs[i] - zs[j]).powi(2) / (sd * sd)
-            + (sd * sd).ln()
-            + (2.0 * std::f64::consts::PI).ln())
-    };
-    let mut expected = 0.0;
-    for i in 0..5 {
-        let own: Vec<usize> = (0..5).filter(|&j| j != i && codes[j] == codes[i]).collect();
-        let other: Vec<usize> = (0..5).filter(|&j| codes[j] != codes[i]).collect();
-        let mix = |js: &[usize]| {
-            (js.iter().map(|&j| log_q(i, j).exp()).sum::<f64>() / js.len() as f64).ln()
+    for include_self in [false, true] {
+        let value = scalar(comp::comp_penalty(
+            &rep_of(z.clone(), sd as f32),
+            &codes,
+            include_self,
+        ));
+        let zs: [f64; 5] = [0.0, 0.3, 2.0, 2.5, 0.1];
+        let log_q = |i: usize, j: usize| -> f64 {
+            -0.5 * ((zs[i] - zs[j]).powi(2) / (sd * sd)
+                + (sd * sd).ln()
+                + (2.0 * std::f64::consts::PI).ln())
         };
-        expected += mix(&own) - mix(&other);
+        let mut expected = 0.0;
+        for i in 0..5 {
+            let own: Vec<usize> = (0..5)
+                .filter(|&j| (include_self || j != i) && codes[j] == codes[i])
+                .collect();
+            let other: Vec<usize> = (0..5).filter(|&j| codes[j] != codes[i]).collect();
+            let mix = |js: &[usize]| {
+                (js.iter().map(|&j| log_q(i, j).exp()).sum::<f64>() / js.len() as f64).ln()
+            };
+            expected += mix(&own) - mix(&other);
+        }
+        expected /= 5.0;
+        assert!(
+            (value - expected).abs() < 1e-4,
+            "{include_self}: {value} vs {expected}"
+        );
     }
-    expected /= 5.0;
-    assert!((value - expected).abs() < 1e-4, "{value} vs {expected}");
 }
 
 /// The seed's MMD: for two samples of one distribution it is small; the value is the square
