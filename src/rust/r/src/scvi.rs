@@ -308,6 +308,11 @@ fn cw_scvi_train(
         &mut progress,
     )
     .map_err(|e| progress.fail(e))?;
+    fitted_to_r(&model, data)
+}
+
+/// A trained model as R's list: the latent of `data`, the weights, the history and the device.
+fn fitted_to_r(model: &ScviModel, data: CountsAndBatch<'_>) -> Result<Robj> {
     let latent = to_r(model.latent(data))?;
     let list = List::from_names_and_values(
         ["latent", "weights", "history", "device"],
@@ -459,17 +464,7 @@ fn cw_scvi_map_query(
     let model = reference
         .map_query(data, n_batch as usize, &config, &mut progress)
         .map_err(|e| progress.fail(e))?;
-    let latent = to_r(model.latent(data))?;
-    let list = List::from_names_and_values(
-        ["latent", "weights", "history", "device"],
-        [
-            crate::convert::dense_to_r(&latent),
-            Raw::from_bytes(&model.weights_bytes()).into(),
-            history_to_r(&model.history)?,
-            model.device.name().into(),
-        ],
-    )?;
-    Ok(list.into())
+    fitted_to_r(&model, data)
 }
 
 /// Mean ELBO, reconstruction error and KL of cells under a saved model.
